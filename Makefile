@@ -1,0 +1,42 @@
+# Every target bootstraps .venv itself when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_BIN := node_modules/.bin
+
+.PHONY: demo test proto lint buf-lint bench clean-venv
+
+$(STAMP): pyproject.toml requirements-dev.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+$(NODE_BIN)/buf: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+proto: $(STAMP)
+	$(BIN)/python tools/protogen.py
+
+buf-lint: $(NODE_BIN)/buf
+	$(NODE_BIN)/buf lint
+
+lint: $(STAMP)
+	$(BIN)/ruff check host workers tests
+	$(BIN)/ruff format --check host workers tests
+	$(BIN)/mypy host workers
+
+test: $(STAMP) $(NODE_BIN)/buf lint buf-lint
+	$(BIN)/python -m pytest -q -ra
+
+demo: $(STAMP)
+	$(BIN)/python -m swayhost demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean-venv:
+	rm -rf $(VENV)

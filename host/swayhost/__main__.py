@@ -1,0 +1,7 @@
+"""``python -m swayhost``: the CLI."""
+
+import sys
+
+from swayhost.cli import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""``build`` and ``build_two_separate``: sway's dispatch, every backend out of process.
+
+Mirrors sway's ``dlm_sway.backends.build``: the same dispatch on ``kind``
+and the same validation errors (raised here, before any process starts,
+where the spec alone shows the problem), but each backend is a worker
+process behind a ``RemoteBackend`` proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from swayworker.custom import check_entry_point
+
+from swayhost.connection import WorkerConnection
+from swayhost.errors import spec_validation_error
+from swayhost.process import WorkerProcess
+from swayhost.proxy import RemoteBackend, make_proxy
+from swayhost.spec import ModelSpec, WorkerOptions, coerce_spec
+
+log = logging.getLogger("swayhost")
+
+
+def build(
+    base_spec: Any, *, adapter_path: Path | None = None, worker: WorkerOptions | None = None
+) -> RemoteBackend:
+    """Materialise a differential backend from a model spec, in a worker process.
+
+    ``base_spec`` is a ``swayhost.ModelSpec`` or a ``dlm_sway`` ``ModelSpec``;
+    ``worker`` overrides how the worker runs (interpreter, command, env).
+    """
+    spec = coerce_spec(base_spec, worker)
+    effective_adapter = adapter_path if adapter_path is not None else spec.adapter
+    spec = spec.with_adapter(effective_adapter)
+    if spec.kind == "dummy":
+        raise spec_validation_error(
+            "kind='dummy' backends must be constructed directly via "
+            "DummyDifferentialBackend(base=..., ft=...); they cannot be "
+            "materialized from a ModelSpec."
+        )
+    if spec.kind == "hf" and effective_adapter is None:
+        raise spec_validation_error(
+            "hf backend requires an adapter path (set `adapter:` on the ft model)"
+        )
+    if spec.kind == "mlx" and effective_adapter is None:
+        raise spec_validation_error(
+            "mlx backend requires an adapter path (set `adapter:` on the ft model; "
+            "must be an MLX .npz adapter — use dlm's peft→mlx converter if needed)"
+        )
+    if spec.kind == "api" and spec.endpoint is None:
+        raise spec_validation_error(
+            "api backend requires `endpoint:` on the ModelSpec "
+            "(the base URL of the /v1/completions server)"
+        )
+    if spec.kind == "custom":
+        check_entry_point(spec.entry_point)
+    if spec.kind not in ("hf", "mlx", "api", "custom"):
+        raise spec_validation_error(f"unknown backend kind: {spec.kind!r}")
+    return spawn(spec)
+
+
+def spawn(spec: ModelSpec) -> RemoteBackend:
+    """Start the worker for ``spec``, Load the spec into it, return the proxy.
+
+    Unlike ``build`` this applies no dispatch rules, so it also starts the
+    dummy worker and any worker command (``spec.worker.command``).
+    """
+    options = spec.worker
+    name = options.name or spec.kind
+    process = WorkerProcess(
+        options.argv(spec.kind),
+        name=name,
+        env=_merged_env(options),
+        cwd=options.cwd,
+        startup_timeout=options.startup_timeout,
+    )
+    connection = WorkerConnection(process)
+    connection.start()
+    try:
+        response = connection.call(
+            connection.stub.Load, _load_request(spec), timeout=options.startup_timeout
+        )
+    except BaseException:
+        connection.close()
+        raise
+    description = response.description
+    log.info(
+        "worker %s ready: kind=%s pid=%d protocols=%s",
+        name,
+        description.worker_kind,
+        process.pid,
+        list(description.capabilities.protocols),
+    )
+    return make_proxy(connection, description, spec)
+
+
+class TwoWorkerDifferential:
+    """Base and ft from two workers, as sway's ``TwoModelDifferential`` does in process."""
+
+    def __init__(self, base: RemoteBackend, ft: RemoteBackend) -> None:
+        self._base = base
+        self._ft = ft
+        self.safe_for_concurrent_views: bool = bool(
+            base.safe_for_concurrent_views and ft.safe_for_concurrent_views
+        )
+
+    @contextmanager
+    def as_base(self) -> Iterator[Any]:
+        with self._base.as_base() as view:
+            yield view
+
+    @contextmanager
+    def as_finetuned(self) -> Iterator[Any]:
+        with self._ft.as_finetuned() as view:
+            yield view
+
+    def preflight_finite_check(self) -> tuple[bool, str]:
+        """Preflight the ft side, where a broken adapter would show."""
+        check = getattr(self._ft, "preflight_finite_check", None)
+        if not callable(check):
+            return True, "ft backend does not support preflight"
+        ok, reason = check()
+        return bool(ok), str(reason)
+
+    def close(self) -> None:
+        for backend in (self._base, self._ft):
+            backend.close()
+
+    def __enter__(self) -> TwoWorkerDifferential:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_two_separate(
+    spec_models: Any, *, worker: WorkerOptions | None = None
+) -> TwoWorkerDifferential:
+    """Base and ft on two workers, from an object with ``.base`` and ``.ft`` specs."""
+    base_spec = coerce_spec(spec_models.base, worker)
+    ft_spec = coerce_spec(spec_models.ft, worker)
+    if base_spec.kind == "hf" and base_spec.adapter is None:
+        raise spec_validation_error(
+            "defaults.differential=false with an HF base requires the base "
+            "ModelSpec to carry an adapter path too (the HF backend loads "
+            "via PEFT). Either set `models.base.adapter` explicitly, or "
+            "switch to `defaults.differential: true` to use the single-load "
+            "toggle path."
+        )
+    base = build(base_spec)
+    try:
+        ft = build(ft_spec)
+    except BaseException:
+        base.close()
+        raise
+    return TwoWorkerDifferential(base=base, ft=ft)
+
+
+def _merged_env(options: WorkerOptions) -> dict[str, str] | None:
+    if not options.env:
+        return None
+    import os
+
+    return {**os.environ, **options.env}
+
+
+def _load_request(spec: ModelSpec) -> Any:
+    from swayplugin.v1 import backend_pb2 as pb
+
+    return pb.LoadRequest(spec=spec.to_proto())

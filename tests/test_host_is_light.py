@@ -1,0 +1,27 @@
+"""The host never imports torch, transformers, peft or mlx."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "transformers", "peft", "mlx", "mlx_lm")
+
+PROGRAM = f"""
+import sys
+import swayhost, swayhost.cli
+backend = swayhost.spawn(swayhost.ModelSpec(kind="dummy", base="toy"))
+with backend.as_base() as view:
+    view.logprob_of("a b", " c")
+    view.next_token_dist("a b", top_k=4)
+backend.close()
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
+print(",".join(loaded))
+"""
+
+
+def test_host_imports_no_ml_framework() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "", f"the host imported: {out.stdout.strip()}"

@@ -1,0 +1,108 @@
+"""The handshake between a host and a worker, shared by both sides.
+
+In the spirit of HashiCorp go-plugin: the host starts a worker with a magic
+cookie in its environment (so a worker run by hand explains itself instead
+of hanging), and the worker prints one line on stdout telling the host how
+to reach it::
+
+    CORE_VERSION|PROTOCOL_VERSION|NETWORK|ADDRESS|grpc
+
+e.g. ``1|1|unix|/tmp/swayworker-x1y2/worker.sock|grpc``. Any language can
+print that line, which is what makes workers in other languages possible.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+CORE_PROTOCOL_VERSION = 1
+"""Version of the handshake itself (this line's format)."""
+
+PROTOCOL_VERSION = 1
+"""Version of the gRPC contract in ``swayplugin.v1``."""
+
+MAGIC_COOKIE_KEY = "SWAY_PLUGIN_MAGIC_COOKIE"
+MAGIC_COOKIE_VALUE = "5f0b2a1e9c7d4e38a6b1f4c2d8e07a93"
+
+HOST_PID_ENV = "SWAY_PLUGIN_HOST_PID"
+"""The host's pid, so a worker can tell it has been orphaned."""
+
+HEALTH_SERVICE = "plugin"
+"""Name under which workers report health, as go-plugin does."""
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""gRPC message limit set deliberately on both sides (default is 4 MiB)."""
+
+
+class HandshakeError(ValueError):
+    """The worker's handshake line is malformed or incompatible."""
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """A parsed handshake line."""
+
+    core_version: int
+    protocol_version: int
+    network: str
+    address: str
+    protocol: str = "grpc"
+
+    def format(self) -> str:
+        """The line a worker prints (without the newline)."""
+        return "|".join(
+            [
+                str(self.core_version),
+                str(self.protocol_version),
+                self.network,
+                self.address,
+                self.protocol,
+            ]
+        )
+
+    @property
+    def grpc_target(self) -> str:
+        """The target string grpc.Channel expects."""
+        return f"unix:{self.address}" if self.network == "unix" else self.address
+
+
+def parse_handshake(line: str) -> Handshake:
+    """Parse and validate a handshake line; raise ``HandshakeError`` if wrong."""
+    parts = line.strip().split("|")
+    if len(parts) != 5:
+        raise HandshakeError(
+            f"expected 'CORE|PROTOCOL|NETWORK|ADDRESS|grpc' (5 fields), got {line.strip()!r}"
+        )
+    core, proto, network, address, protocol = parts
+    if not (core.isdigit() and proto.isdigit()):
+        raise HandshakeError(f"versions must be integers, got {core!r} and {proto!r}")
+    if int(core) != CORE_PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"handshake version {core} is not supported (this host speaks "
+            f"{CORE_PROTOCOL_VERSION}); upgrade the older of host and worker"
+        )
+    if int(proto) != PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"contract version {proto} is not supported (this host speaks "
+            f"swayplugin.v{PROTOCOL_VERSION}); upgrade the older of host and worker"
+        )
+    if network not in ("unix", "tcp"):
+        raise HandshakeError(f"network must be 'unix' or 'tcp', got {network!r}")
+    if protocol != "grpc":
+        raise HandshakeError(f"protocol must be 'grpc', got {protocol!r}")
+    if network == "tcp" and not _is_loopback(address):
+        raise HandshakeError(f"a spawned worker must listen on loopback only, got {address!r}")
+    if not address:
+        raise HandshakeError("the address field is empty")
+    return Handshake(int(core), int(proto), network, address, protocol)
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

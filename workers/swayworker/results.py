@@ -1,0 +1,71 @@
+"""Result types a worker's backend returns: sway's own when installed.
+
+A backend written for sway returns ``dlm_sway.core.scoring.RollingLogprob``
+and ``TokenDist``. Workers must also run in environments without dlm-sway
+(an isolated MLX env, say), so equivalent frozen dataclasses stand in when
+it is missing. The SDK only reads attributes, so either works on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackRollingLogprob:
+    """Same fields and meaning as sway's ``RollingLogprob``."""
+
+    token_ids: NDArray[np.int64]
+    logprobs: NDArray[np.float32]
+    num_tokens: int
+    total_logprob: float
+
+    @property
+    def mean_logprob(self) -> float:
+        n = self.logprobs.size
+        return float(self.total_logprob / n) if n else 0.0
+
+    @property
+    def perplexity(self) -> float:
+        return float(np.exp(-self.mean_logprob))
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackTokenDist:
+    """Same fields and meaning as sway's ``TokenDist`` (three-state tail)."""
+
+    token_ids: NDArray[np.int64]
+    logprobs: NDArray[np.float32]
+    vocab_size: int
+    tail_logprob: float | None = field(default=None)
+
+
+def _sway_types() -> tuple[Any, Any]:
+    try:
+        from dlm_sway.core.scoring import RollingLogprob, TokenDist
+    except ImportError:
+        return FallbackRollingLogprob, FallbackTokenDist
+    return RollingLogprob, TokenDist
+
+
+RollingLogprob, TokenDist = _sway_types()
+"""The classes to construct results with: sway's when importable."""
+
+
+def probe_error(probe: str, message: str) -> Exception:
+    """The exception sway raises for a scoring input it cannot serve.
+
+    sway's HF backend raises ``ProbeError`` (e.g. a completion that
+    tokenizes to zero tokens); without sway a ``ValueError`` carries the
+    same message, and both map to ``ERROR_REASON_BAD_ARGUMENT``.
+    """
+    try:
+        from dlm_sway.core.errors import ProbeError
+    except ImportError:
+        return ValueError(f"probe {probe!r}: {message}")
+    error: Exception = ProbeError(probe, message)
+    return error
