@@ -68,7 +68,7 @@ def tiny_model_paths(python: str) -> dict[str, str]:
     )
     if out.returncode != 0:
         raise SystemExit(f"building the tiny model failed:\n{out.stderr[-2000:]}")
-    paths: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
+    paths: dict[str, str] = json.loads(out.stdout)
     return paths
 
 

@@ -1,0 +1,1 @@
+from tests.hf_fixtures import tiny_model  # noqa: F401

@@ -1,0 +1,1 @@
+"""The built-in HuggingFace + PEFT worker: sway's ``hf`` backend, out of process."""

@@ -1,0 +1,608 @@
+"""The HuggingFace + PEFT differential backend, rebuilt for the worker.
+
+It behaves like dlm-sway's ``HuggingFaceDifferentialBackend``: one base model
+with the LoRA adapter attached once, base and fine-tuned views toggled on the
+same weights, the same tokenization calls, forward passes and log-softmax
+math (so fp32 numbers match bit for bit), the same scaled and null views, the
+same preflight verdicts and the same errors. It is its own code, though, and
+adds what the out-of-process worker needs:
+
+* batched view methods (``logprob_of_many`` and friends) that score many
+  inputs in padded forward passes, sorted by length to waste little padding,
+  returning one result or exception object per input;
+* the model facts the worker advertises (vocab size, device, dtype, limits,
+  framework versions).
+
+sway's in-process LRU cache and tracer are left out on purpose: the host
+caches scored requests itself.
+
+torch, transformers and peft are imported when a backend is built, never at
+module import, so the worker SDK can import this module cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+
+from swayworker.results import RollingLogprob, TokenDist, probe_error
+
+R = TypeVar("R")
+X = TypeVar("X")
+
+HF_INSTALL_HINT = "pip install 'sway-plugin-host[hf]' (torch, transformers, peft)"
+
+PREFLIGHT_PROMPT = "hello"
+PREFLIGHT_TOP_K = 8
+DEFAULT_MAX_BATCH = 64
+
+
+class ModelSpecLike(Protocol):
+    """The fields of sway's ``ModelSpec`` this backend reads."""
+
+    @property
+    def base(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def trust_remote_code(self) -> bool: ...
+
+
+def _require_hf() -> tuple[Any, Any, Any]:
+    """torch, transformers and peft, or an ImportError that says what to install."""
+    try:
+        import peft
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ImportError(
+            f"the hf backend needs torch, transformers and peft ({exc}); {HF_INSTALL_HINT}"
+        ) from exc
+    return torch, transformers, peft
+
+
+def _resolve_device(requested: str, torch: Any) -> str:
+    """``auto`` picks CUDA, then MPS, then CPU; anything else is used verbatim."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _resolve_dtype(requested: str, device: str, torch: Any) -> Any:
+    """sway's table: explicit names map directly; ``auto`` depends on the device."""
+    explicit = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if requested in explicit:
+        return explicit[requested]
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+# --- batched scoring -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Job(Generic[R]):
+    """One input that needs a forward pass over ``ids``.
+
+    ``finish`` turns the item's logits, shaped ``(1, len(ids), V)`` with the
+    padding already cut away, into the item's result.
+    """
+
+    ids: list[int]
+    finish: Callable[[Any], R]
+
+
+class _Scorer:
+    """Tokenize, run padded forward passes, and apply sway's per-item math.
+
+    A batch of one unpadded input runs exactly sway's forward call
+    (``model(ids)``) and exactly its tensor math, so the single-item methods
+    reproduce sway's numbers bit for bit. Bigger batches pad and pass an
+    attention mask plus position ids computed from it, so a token sees the
+    same positions and context as it would alone; only reduction order inside
+    the kernels can differ (about 1e-6 in fp32).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, device: str, max_batch: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.pad_token_id = int(tokenizer.pad_token_id)
+        self.max_batch = max_batch
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` through the very call sway makes."""
+        ids = self.tokenizer(text, return_tensors="pt").input_ids
+        return [int(i) for i in ids[0].tolist()]
+
+    def run(
+        self,
+        prepare: Callable[[X], _Job[R] | R],
+        inputs: Sequence[X],
+        *,
+        left_pad: bool,
+    ) -> list[R | BaseException]:
+        """Prepare every input, batch those needing a forward pass, keep input order.
+
+        A failure while preparing or finishing one item becomes that item's
+        entry. A failure of a whole forward pass (out of memory, say) raises;
+        the caller can retry item by item.
+        """
+        results: dict[int, R | BaseException] = {}
+        jobs: list[tuple[int, _Job[R]]] = []
+        for index, value in enumerate(inputs):
+            try:
+                prepared = prepare(value)
+            except Exception as exc:
+                results[index] = exc
+                continue
+            if isinstance(prepared, _Job):
+                jobs.append((index, prepared))
+            else:
+                results[index] = prepared
+        # Longest first (as lm-eval does): similar lengths share a chunk, and
+        # an out-of-memory chunk shows up at once rather than at the end.
+        jobs.sort(key=lambda item: len(item[1].ids), reverse=True)
+        for start in range(0, len(jobs), self.max_batch):
+            chunk = jobs[start : start + self.max_batch]
+            outcomes = self._run_chunk([job for _, job in chunk], left_pad=left_pad)
+            for (index, _), outcome in zip(chunk, outcomes, strict=True):
+                results[index] = outcome
+        return [results[index] for index in range(len(inputs))]
+
+    def _run_chunk(self, jobs: list[_Job[R]], *, left_pad: bool) -> list[R | BaseException]:
+        logits = self._forward([job.ids for job in jobs], left_pad=left_pad)
+        width = int(logits.shape[1])
+        outcomes: list[R | BaseException] = []
+        for row, job in enumerate(jobs):
+            n = len(job.ids)
+            start = width - n if left_pad else 0
+            try:
+                outcomes.append(job.finish(logits[row : row + 1, start : start + n]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _forward(self, batch: list[list[int]], *, left_pad: bool) -> Any:
+        """Logits ``(B, T, V)`` for ``batch``; equal lengths need no mask at all."""
+        torch = self.torch
+        width = max(len(ids) for ids in batch)
+        if all(len(ids) == width for ids in batch):
+            input_ids = torch.tensor(batch, dtype=torch.long).to(self.device)
+            with torch.inference_mode():
+                return self.model(input_ids).logits
+        rows, masks = [], []
+        for ids in batch:
+            pad = [self.pad_token_id] * (width - len(ids))
+            ones, zeros = [1] * len(ids), [0] * len(pad)
+            rows.append(pad + ids if left_pad else ids + pad)
+            masks.append(zeros + ones if left_pad else ones + zeros)
+        input_ids = torch.tensor(rows, dtype=torch.long).to(self.device)
+        mask = torch.tensor(masks, dtype=torch.long).to(self.device)
+        # Positions count real tokens only, so left padding shifts nothing.
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            return self.model(
+                input_ids=input_ids, attention_mask=mask, position_ids=position_ids
+            ).logits
+
+    # -- per-operation preparation and math (sway's, step for step) ---------
+
+    def prepare_logprob_of(self, pair: tuple[str, str]) -> _Job[float]:
+        prompt, completion = pair
+        prompt_len = len(self.encode(prompt))
+        full_ids = self.encode(prompt + completion)
+        if len(full_ids) <= prompt_len:
+            raise probe_error(
+                "logprob_of",
+                "completion tokenized to zero tokens "
+                f"(prompt={prompt!r}, completion={completion!r})",
+            )
+        return _Job(full_ids, lambda logits: self._finish_logprob_of(logits, full_ids, prompt_len))
+
+    def _finish_logprob_of(self, logits: Any, full_ids: list[int], prompt_len: int) -> float:
+        functional = self.torch.nn.functional
+        target = self._tensor(full_ids)[:, prompt_len:]
+        # The logit at position t predicts token t + 1.
+        log_probs = functional.log_softmax(logits[:, prompt_len - 1 : -1, :].float(), dim=-1)
+        gathered = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return float(gathered.sum().item())
+
+    def prepare_rolling(self, text: str) -> _Job[Any] | Any:
+        ids = self.encode(text)
+        if len(ids) < 2:
+            return RollingLogprob(
+                token_ids=np.asarray(ids, dtype=np.int64),
+                logprobs=np.array([], dtype=np.float32),
+                num_tokens=len(ids),
+                total_logprob=0.0,
+            )
+        return _Job(ids, lambda logits: self._finish_rolling(logits, ids))
+
+    def _finish_rolling(self, logits: Any, ids: list[int]) -> Any:
+        functional = self.torch.nn.functional
+        id_tensor = self._tensor(ids)
+        log_probs = functional.log_softmax(logits[:, :-1].float(), dim=-1)
+        gathered = log_probs.gather(-1, id_tensor[:, 1:].unsqueeze(-1)).squeeze(-1).squeeze(0)
+        return RollingLogprob(
+            token_ids=np.asarray(ids, dtype=np.int64),
+            logprobs=gathered.cpu().numpy().astype(np.float32),
+            num_tokens=len(ids),
+            total_logprob=float(gathered.sum().item()),
+        )
+
+    def prepare_next_token(self, prompt: str, top_k: int) -> _Job[Any]:
+        ids = self.encode(prompt)
+        if not ids:
+            # sway would hand the model an empty sequence; no batch can pad that.
+            raise probe_error("next_token_dist", f"prompt tokenized to zero tokens ({prompt!r})")
+        return _Job(ids, lambda logits: self._finish_next_token(logits, top_k))
+
+    def _finish_next_token(self, logits: Any, top_k: int) -> Any:
+        torch = self.torch
+        log_probs = torch.nn.functional.log_softmax(logits[:, -1, :].float(), dim=-1).squeeze(0)
+        vocab = int(log_probs.shape[0])
+        k = min(top_k, vocab)
+        top = torch.topk(log_probs, k=k)
+        tail_logprob: float | None = None  # k covers the whole vocabulary
+        if k != vocab:
+            tail_mass = float(1.0 - torch.exp(top.values).sum().item())
+            tail_logprob = float(np.log(tail_mass)) if tail_mass > 1e-12 else 0.0
+        return TokenDist(
+            token_ids=top.indices.cpu().numpy().astype(np.int64),
+            logprobs=top.values.cpu().numpy().astype(np.float32),
+            vocab_size=vocab,
+            tail_logprob=tail_logprob,
+        )
+
+    def generate(
+        self, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> str:
+        """sway's generate: greedy at temperature 0, else seeded sampling."""
+        torch = self.torch
+        torch.manual_seed(seed)
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        do_sample = temperature > 0.0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "pad_token_id": self.pad_token_id,
+        }
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p)
+        with torch.inference_mode():
+            out_ids = self.model.generate(**inputs, **kwargs)
+        new_tokens = out_ids[0, inputs["input_ids"].shape[1] :]
+        return str(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
+
+    def _tensor(self, ids: list[int]) -> Any:
+        return self.torch.tensor([ids], dtype=self.torch.long).to(self.device)
+
+
+def _single(outcomes: list[R | BaseException]) -> R:
+    """The one result of a batch of one, raising it if it is an exception."""
+    (outcome,) = outcomes
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+# --- views -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HFView:
+    """One view (base, ft, scaled or null) of an :class:`HFDifferentialBackend`.
+
+    Every view scores through the same module; what differs is the adapter
+    state the backend set up when the view was entered.
+    """
+
+    id: str
+    _scorer: _Scorer
+
+    def logprob_of(self, prompt: str, completion: str) -> float:
+        return _single(self.logprob_of_many([(prompt, completion)]))
+
+    def rolling_logprob(self, text: str) -> Any:
+        return _single(self.rolling_logprob_many([text]))
+
+    def next_token_dist(self, prompt: str, *, top_k: int = 256) -> Any:
+        return _single(self.next_token_dist_many([prompt], top_k))
+
+    def logprob_of_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | BaseException]:
+        return self._scorer.run(self._scorer.prepare_logprob_of, pairs, left_pad=False)
+
+    def rolling_logprob_many(self, texts: Sequence[str]) -> list[Any]:
+        return self._scorer.run(self._scorer.prepare_rolling, texts, left_pad=False)
+
+    def next_token_dist_many(self, prompts: Sequence[str], top_k: int = 256) -> list[Any]:
+        def prepare(prompt: str) -> _Job[Any]:
+            return self._scorer.prepare_next_token(prompt, top_k)
+
+        return self._scorer.run(prepare, prompts, left_pad=True)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> str:
+        return self._scorer.generate(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+        )
+
+    def close(self) -> None:
+        """Views own nothing; the backend's ``close`` frees the model."""
+
+
+# --- the backend -------------------------------------------------------------
+
+
+class HFDifferentialBackend:
+    """sway's HF differential backend, with batched views, for the worker.
+
+    Views toggle shared weights in place, so only one may be active at a
+    time and concurrent views are unsafe.
+    """
+
+    safe_for_concurrent_views: bool = False
+    supports_batched_forward: bool = True
+
+    def __init__(
+        self,
+        *,
+        base_spec: ModelSpecLike,
+        adapter_path: Path | str,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        _check_max_batch(max_batch)
+        torch, transformers, peft = _require_hf()
+        self._torch = torch
+        self._peft = peft
+        self._base = str(base_spec.base)
+        self._adapter_path = Path(adapter_path).resolve()
+        self._device = _resolve_device(str(base_spec.device), torch)
+        self._dtype = _resolve_dtype(str(base_spec.dtype), self._device, torch)
+        trust = bool(base_spec.trust_remote_code)
+
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            self._tokenizer_source(), trust_remote_code=trust
+        )
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        base_model = transformers.AutoModelForCausalLM.from_pretrained(
+            self._base, dtype=self._dtype, trust_remote_code=trust
+        )
+        base_model.to(self._device)
+        model = peft.PeftModel.from_pretrained(
+            base_model, str(self._adapter_path), is_trainable=False
+        )
+        model.eval()
+        self._model: Any = model
+        self._config: Any = base_model.config
+        self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self._scorer: _Scorer | None = _Scorer(model, tokenizer, self._device, max_batch)
+        self._active: str | None = None
+
+    def _tokenizer_source(self) -> str:
+        """sway's rule: the adapter's own tokenizer wins when it ships one."""
+        if (self._adapter_path / "tokenizer_config.json").exists():
+            return str(self._adapter_path)
+        return self._base
+
+    # -- facts the worker advertises ---------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the output embedding: the width of every logits vector."""
+        return self._vocab_size
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def dtype(self) -> str:
+        return str(self._dtype).removeprefix("torch.")
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The model's context length, 0 when its config does not say."""
+        return int(getattr(self._config, "max_position_embeddings", 0) or 0)
+
+    @property
+    def max_batch(self) -> int:
+        """Most inputs one padded forward pass takes."""
+        return self._live_scorer().max_batch
+
+    @max_batch.setter
+    def max_batch(self, value: int) -> None:
+        self._live_scorer().max_batch = _check_max_batch(value)
+
+    def framework_versions(self) -> dict[str, str]:
+        import tokenizers
+        import transformers
+
+        return {
+            "torch": str(self._torch.__version__),
+            "transformers": str(transformers.__version__),
+            "peft": str(self._peft.__version__),
+            "tokenizers": str(tokenizers.__version__),
+        }
+
+    def cache_identity(self) -> str:
+        """Base id + resolved adapter path, in sway's format, to key on-disk caches."""
+        return f"hf:{self._base}:{self._adapter_path}"
+
+    # -- views ----------------------------------------------------------------
+
+    @contextmanager
+    def as_base(self) -> Iterator[HFView]:
+        with self._view("base", "base") as view, self._model.disable_adapter():
+            yield view
+
+    @contextmanager
+    def as_finetuned(self) -> Iterator[HFView]:
+        with self._view("ft", "ft") as view:
+            yield view
+
+    @contextmanager
+    def as_scaled_adapter(self, lam: float) -> Iterator[HFView]:
+        """Multiply every LoRA scaling by ``lam`` (0 = base, 1 = ft), restored on exit."""
+        with self._view(f"scaled({lam})", f"scaled_{lam:.2f}") as view:
+            saved: list[tuple[dict[str, float], str, float]] = []
+            try:
+                for scaling in self._lora_scalings():
+                    for key, original in scaling.items():
+                        saved.append((scaling, key, float(original)))
+                        scaling[key] = float(original) * lam
+                yield view
+            finally:
+                for scaling, key, original in saved:
+                    scaling[key] = original
+
+    @contextmanager
+    def as_null_adapter(
+        self, seed: int, *, init_scale: float = 0.02, rank_scale: float = 1.0
+    ) -> Iterator[HFView]:
+        """Replace every LoRA A/B tensor with seeded Gaussian noise, restored on exit.
+
+        The noise has std ``init_scale * sqrt(rank_scale)``: a LoRA delta is a
+        sum of ``r`` rank-one products, so its variance scales with the rank,
+        and ``rank_scale`` emulates another rank without reshaping anything.
+        Draws come from one CPU generator in ``named_parameters`` order, so a
+        seed gives the same noise on every device.
+        """
+        if rank_scale <= 0.0 or not math.isfinite(rank_scale):
+            raise ValueError(f"rank_scale must be positive and finite; got {rank_scale!r}")
+        torch = self._torch
+        std = init_scale * math.sqrt(rank_scale)
+        view_id = f"null_{seed}" if rank_scale == 1.0 else f"null_{seed}_rank{rank_scale:.2f}"
+        with self._view(view_id, view_id) as view:
+            generator = torch.Generator(device="cpu").manual_seed(int(seed))
+            saved: list[tuple[Any, Any]] = []
+            try:
+                with torch.no_grad():
+                    for param in self._lora_parameters():
+                        saved.append((param, param.detach().clone()))
+                        noise = torch.randn(*param.shape, generator=generator, dtype=torch.float32)
+                        param.copy_(noise.to(dtype=param.dtype, device=param.device) * std)
+                yield view
+            finally:
+                with torch.no_grad():
+                    for param, original in saved:
+                        param.copy_(original)
+
+    def preflight_finite_check(self) -> tuple[bool, str]:
+        """One small forward pass per view; non-finite logprobs fail the check.
+
+        A NaN-weighted adapter would otherwise score garbage for hours; this
+        catches it before the first probe, with sway's wording.
+        """
+        try:
+            with self.as_base() as view:
+                base = view.next_token_dist(PREFLIGHT_PROMPT, top_k=PREFLIGHT_TOP_K)
+            with self.as_finetuned() as view:
+                ft = view.next_token_dist(PREFLIGHT_PROMPT, top_k=PREFLIGHT_TOP_K)
+        except Exception as exc:
+            return False, f"preflight forward pass raised {type(exc).__name__}: {exc}"
+        for label, dist in (("base", base), ("ft", ft)):
+            verdict = _finite_verdict(label, dist)
+            if verdict:
+                return False, verdict
+        return True, ""
+
+    def close(self) -> None:
+        """Drop the model and free accelerator memory; safe to call twice."""
+        self._scorer = None
+        self._model = None
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
+    # -- internals ----------------------------------------------------------
+
+    @contextmanager
+    def _view(self, mode: str, view_id: str) -> Iterator[HFView]:
+        """Claim the single active-view slot for the block, and build the view."""
+        if self._active is not None:
+            raise RuntimeError(
+                f"{type(self).__name__} view {self._active!r} already active; "
+                f"exit it before entering {mode!r}."
+            )
+        view = self._make_view(view_id)
+        self._active = mode
+        try:
+            yield view
+        finally:
+            self._active = None
+
+    def _make_view(self, view_id: str) -> HFView:
+        return HFView(id=view_id, _scorer=self._live_scorer())
+
+    def _live_scorer(self) -> _Scorer:
+        if self._scorer is None:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        return self._scorer
+
+    def _lora_scalings(self) -> Iterator[dict[str, float]]:
+        lora_layer = self._peft.tuners.lora.LoraLayer
+        for module in self._model.modules():
+            scaling = getattr(module, "scaling", None)
+            if isinstance(module, lora_layer) and isinstance(scaling, dict):
+                yield scaling
+
+    def _lora_parameters(self) -> Iterator[Any]:
+        for name, param in self._model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                yield param
+
+
+def _check_max_batch(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"max_batch must be at least 1; got {value!r}")
+    return value
+
+
+def _finite_verdict(label: str, dist: Any) -> str:
+    """sway's preflight message for a non-finite distribution, '' when finite."""
+    n_bad = int((~np.isfinite(dist.logprobs)).sum())
+    if n_bad > 0:
+        return (
+            f"{label} view produced {n_bad}/{dist.logprobs.size} non-finite "
+            f"logprob(s) on prompt {PREFLIGHT_PROMPT!r} — adapter is "
+            f"likely broken (NaN/inf weights). sway refuses to score a model "
+            f"producing non-finite outputs."
+        )
+    tail = dist.tail_logprob
+    if tail is not None and not math.isfinite(tail):
+        return f"{label} view produced non-finite tail_logprob = {tail}"
+    return ""
+
+
+__all__ = ["HFDifferentialBackend", "HFView"]
