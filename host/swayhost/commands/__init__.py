@@ -1,0 +1,17 @@
+"""CLI subcommands, one module each, so commands stay small and independent.
+
+Each module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` (taking the parsed args, returning an exit code) as a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from swayhost.commands import demo, describe
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+COMMANDS: list[Register] = [demo.register, describe.register]
+"""Registration order is the order ``swayhost --help`` lists them."""
