@@ -90,8 +90,9 @@ def test_every_view_matches_in_process_sway(
                 ref.logprob_of(prompt, completion), abs=1e-6
             )
             for k in (8, 10_000):
-                _assert_dist_equal(got.next_token_dist(prompt, top_k=k),
-                                   ref.next_token_dist(prompt, top_k=k))
+                _assert_dist_equal(
+                    got.next_token_dist(prompt, top_k=k), ref.next_token_dist(prompt, top_k=k)
+                )
         for text in TEXTS:
             r_got, r_want = got.rolling_logprob(text), ref.rolling_logprob(text)
             assert r_got.token_ids.tolist() == r_want.token_ids.tolist()
@@ -132,8 +133,9 @@ def test_protocols_and_description(remote: swayhost.RemoteBackend) -> None:
     assert remote.cache_identity().startswith("hf:")
 
 
-def test_preflight_verdicts_match(tiny_model: TinyModel, remote: swayhost.RemoteBackend,
-                                  reference: HuggingFaceDifferentialBackend) -> None:
+def test_preflight_verdicts_match(
+    tiny_model: TinyModel, remote: swayhost.RemoteBackend, reference: HuggingFaceDifferentialBackend
+) -> None:
     assert remote.preflight_finite_check() == reference.preflight_finite_check() == (True, "")
     nan_ref = HuggingFaceDifferentialBackend(
         base_spec=_spec(tiny_model, tiny_model.nan_adapter_dir),
@@ -156,8 +158,9 @@ def test_errors_match_in_process(remote: swayhost.RemoteBackend) -> None:
             view.logprob_of("hello", "")
         with pytest.raises(ValueError, match="top_k"):
             view.next_token_dist("hello", top_k=-1)
-    with pytest.raises(ValueError, match="rank_scale must be positive"), remote.as_null_adapter(
-        1, rank_scale=float("nan")
+    with (
+        pytest.raises(ValueError, match="rank_scale must be positive"),
+        remote.as_null_adapter(1, rank_scale=float("nan")),
     ):
         pass
 

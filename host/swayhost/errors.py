@@ -25,6 +25,10 @@ class WorkerStartError(SwayHostError):
     """A worker could not be started (bad command, handshake, timeout...)."""
 
 
+class ConfigError(SwayHostError, ValueError):
+    """The host's config file is unreadable or invalid; the message names file, key and fix."""
+
+
 class WorkerCrashedError(SwayHostError):
     """A worker died or stopped answering while serving a call."""
 
