@@ -104,11 +104,15 @@ def serve(
         while not stop.wait(0.25):
             pass
         health_servicer.enter_graceful_shutdown()
-        server.stop(grace=1.0).wait(2.0)
+        server.stop(grace=0.5).wait(1.0)
         servicer.close()
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
-    sys.exit(0)
+    # Everything is released; skip interpreter finalisation, which for a
+    # torch process can take seconds and would make the host escalate.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _configure_logging(worker_kind: str) -> None:
