@@ -7,7 +7,18 @@ when its host goes away. Built-in workers live in the sub-packages
 (``python -m swayworker.hf``, ``.custom``, ``.dummy``).
 """
 
+from typing import Any
+
 from swayworker.protocol import PROTOCOL_VERSION
-from swayworker.server import serve
 
 __all__ = ["PROTOCOL_VERSION", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    """``serve`` is imported on first use: the host imports this package for
+    the shared codec and protocol, and should not load the gRPC server side."""
+    if name == "serve":
+        from swayworker.server import serve
+
+        return serve
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from swayplugin.v1 import backend_pb2 as pb
 
-from swayworker.results import RollingLogprob, TokenDist
+from swayworker import results
 
 ViewKind = Literal["base", "ft", "scaled", "null"]
 
@@ -180,8 +180,13 @@ def request_from_proto(msg: pb.ScoreRequest) -> Request:
 # -- results ---------------------------------------------------------------
 
 
-def result_to_proto(op: Op, value: Any) -> pb.ScoreResponse:
-    """Encode what a backend returned for ``op``."""
+def result_to_proto(op: Op, value: Any, *, max_top_k: int = 0) -> pb.ScoreResponse:
+    """Encode what a backend returned for ``op``.
+
+    ``max_top_k`` is the worker's advertised cap (0: none): a distribution
+    asked with a larger ``top_k`` was served with the cap instead, and the
+    result says so in ``clamped_top_k``.
+    """
     if isinstance(op, LogprobOf):
         return pb.ScoreResponse(logprob=float(value))
     if isinstance(op, Generate):
@@ -202,6 +207,8 @@ def result_to_proto(op: Op, value: Any) -> pb.ScoreResponse:
     )
     if value.tail_logprob is not None:
         dist.tail_logprob = float(value.tail_logprob)
+    if isinstance(op, NextTokenDist) and 0 < max_top_k < op.top_k:
+        dist.clamped_top_k = max_top_k
     return pb.ScoreResponse(dist=dist)
 
 
@@ -214,7 +221,7 @@ def result_from_proto(msg: pb.ScoreResponse) -> Any:
         return msg.text
     if which == "rolling":
         r = msg.rolling
-        return RollingLogprob(
+        return results.RollingLogprob(
             token_ids=np.frombuffer(r.token_ids, dtype=_IDS).astype(np.int64),
             logprobs=np.frombuffer(r.logprobs, dtype=_LOGPROBS).astype(np.float32),
             num_tokens=int(r.num_tokens),
@@ -222,7 +229,7 @@ def result_from_proto(msg: pb.ScoreResponse) -> Any:
         )
     if which == "dist":
         d = msg.dist
-        return TokenDist(
+        return results.TokenDist(
             token_ids=np.frombuffer(d.token_ids, dtype=_IDS).astype(np.int64),
             logprobs=np.frombuffer(d.logprobs, dtype=_LOGPROBS).astype(np.float32),
             vocab_size=int(d.vocab_size),

@@ -8,6 +8,7 @@ it is missing. The SDK only reads attributes, so either works on the wire.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ class FallbackTokenDist:
     tail_logprob: float | None = field(default=None)
 
 
+@functools.cache
 def _sway_types() -> tuple[Any, Any]:
     try:
         from dlm_sway.core.scoring import RollingLogprob, TokenDist
@@ -52,8 +54,17 @@ def _sway_types() -> tuple[Any, Any]:
     return RollingLogprob, TokenDist
 
 
-RollingLogprob, TokenDist = _sway_types()
-"""The classes to construct results with: sway's when importable."""
+def __getattr__(name: str) -> Any:
+    """``RollingLogprob`` / ``TokenDist``: sway's classes when importable.
+
+    Resolved on first use, not at import: importing dlm-sway (and pydantic)
+    costs ~0.1 s, which a host that only spawns workers should not pay.
+    """
+    if name == "RollingLogprob":
+        return _sway_types()[0]
+    if name == "TokenDist":
+        return _sway_types()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def probe_error(probe: str, message: str) -> Exception:
