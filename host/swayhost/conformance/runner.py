@@ -1,0 +1,83 @@
+"""Run every check against one worker command and collect the report.
+
+The runner owns the worker's lifetime: whatever happens inside a check
+(failure, crash of the check itself, death of the worker), the worker is
+stopped at the end. A worker that dies during a check fails that check, and
+the checks that need it are skipped with the cause rather than piling up
+identical "unavailable" errors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from swayhost.conformance.checks import CHECKS, Check
+from swayhost.conformance.checks.context import DEFAULT_COMPLETION, DEFAULT_PROMPT, Context
+from swayhost.conformance.result import CheckFailed, CheckResult, CheckSkipped, Report, Status
+from swayhost.spec import ModelSpec
+
+Progress = Callable[[CheckResult], None]
+
+
+def run(
+    spec: ModelSpec,
+    *,
+    prompt: str = DEFAULT_PROMPT,
+    completion: str = DEFAULT_COMPLETION,
+    progress: Progress | None = None,
+) -> Report:
+    """Run the whole kit against ``spec``'s worker (``spec.worker.command`` or built-in)."""
+    ctx = Context(spec=spec, prompt=prompt, completion=completion)
+    report = Report(worker=spec.worker.argv(spec.kind))
+    gone: str | None = None
+    try:
+        for check in CHECKS:
+            result, gone = _run_one(check, ctx, gone)
+            report.results.append(result)
+            if progress is not None:
+                progress(result)
+    finally:
+        if ctx.worker is not None:
+            ctx.worker.close()
+    described = ctx.loaded or ctx.started
+    report.worker_kind = described.worker_kind if described is not None else ""
+    return report
+
+
+def _run_one(check: Check, ctx: Context, gone: str | None) -> tuple[CheckResult, str | None]:
+    """Run ``check``; also return why the worker is gone, once it is."""
+    unmet = _unmet(check, ctx, gone)
+    if unmet:
+        return CheckResult(check.name, check.title, "skip", unmet, 0.0), gone
+    started = time.monotonic()
+    status: Status = "pass"
+    try:
+        detail = check.run(ctx)
+    except CheckSkipped as exc:
+        status, detail = "skip", str(exc)
+    except CheckFailed as exc:
+        status, detail = "fail", str(exc)
+    except Exception as exc:  # a bug in the check, or something no check foresaw
+        status, detail = "fail", f"the check raised {type(exc).__name__}: {exc}"
+    worker = ctx.worker
+    if check.ends_worker:
+        gone = f"the worker was shut down by the {check.name!r} check"
+    elif worker is not None and gone is None and not worker.process.alive():
+        gone = f"the worker exited with {worker.process.describe_exit()} during {check.name!r}"
+        status = "fail"
+        detail = f"{detail}; {gone}{worker.process.stderr_excerpt(5)}"
+    seconds = time.monotonic() - started
+    return CheckResult(check.name, check.title, status, detail, seconds), gone
+
+
+def _unmet(check: Check, ctx: Context, gone: str | None) -> str | None:
+    if check.needs == "nothing":
+        return None
+    if ctx.worker is None:
+        return "the worker did not start (see 'handshake')"
+    if check.needs == "model" and ctx.loaded is None:
+        return "no model is loaded (see 'load')"
+    if gone is not None and not check.own_process:
+        return gone
+    return None
