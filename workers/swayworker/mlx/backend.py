@@ -1,0 +1,334 @@
+"""The MLX differential backend: sway's semantics on mlx-lm, one model copy.
+
+It loads the base with ``mlx_lm.load``, takes a PEFT adapter directory as
+is (``swayworker.mlx.adapter`` checks it, ``.convert`` turns it into MLX
+layout once per content hash) and wraps the adapted layers in a runtime
+LoRA (``.lora``), so the base, fine-tuned, scaled and null views are
+switches on the same weights rather than extra model copies.
+
+Scoring follows the HF worker step for step so the two agree to float
+noise on the same weights: the same ``transformers`` tokenizer call (the
+adapter's tokenizer when it ships one, else the base's: sway's rule), one
+unpadded forward pass per input, float32 log-softmax, the same slicing for
+``logprob_of`` and ``rolling_logprob``, the same top-k and three-state tail.
+Generation decodes with that tokenizer too, so equal token ids give equal
+text.
+
+mlx is imported at module import: load this module only where mlx exists
+(``python -m swayworker.mlx`` turns the ImportError into an install hint).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx_lm
+import numpy as np
+from mlx_lm.generate import generate_step
+from mlx_lm.sample_utils import make_sampler
+
+from swayworker import preflight
+from swayworker.mlx import adapter as peft_adapter
+from swayworker.mlx import compat, convert, lora
+from swayworker.results import RollingLogprob, TokenDist, probe_error
+from swayworker.spec import ModelSpecLike
+
+_DTYPES = {"fp32": mx.float32, "fp16": mx.float16, "bf16": mx.bfloat16}
+
+
+class _Scorer:
+    """Tokenize like the HF worker, run one forward pass, apply sway's math."""
+
+    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int]) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+
+    def encode(self, text: str) -> list[int]:
+        return [int(i) for i in self.tokenizer(text).input_ids]
+
+    def log_probs(self, ids: list[int], *, last_only: bool = False) -> Any:
+        """float32 log-softmax of the logits, ``(T, V)`` (or ``(V,)`` for the last row)."""
+        logits = self.model(mx.array([ids]))[0]
+        if last_only:
+            logits = logits[-1]
+        logits = logits.astype(mx.float32)
+        return np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+
+    def logprob_of(self, prompt: str, completion: str) -> float:
+        prompt_len = len(self.encode(prompt))
+        full_ids = self.encode(prompt + completion)
+        if len(full_ids) <= prompt_len:
+            raise probe_error(
+                "logprob_of",
+                "completion tokenized to zero tokens "
+                f"(prompt={prompt!r}, completion={completion!r})",
+            )
+        if prompt_len == 0:
+            raise probe_error("logprob_of", f"prompt tokenized to zero tokens ({prompt!r})")
+        # The row at position t predicts token t + 1.
+        rows = self.log_probs(full_ids)[prompt_len - 1 : -1]
+        targets = np.asarray(full_ids[prompt_len:], dtype=np.int64)
+        return float(rows[np.arange(targets.size), targets].sum())
+
+    def rolling_logprob(self, text: str) -> Any:
+        ids = self.encode(text)
+        if len(ids) < 2:
+            return RollingLogprob(
+                token_ids=np.asarray(ids, dtype=np.int64),
+                logprobs=np.array([], dtype=np.float32),
+                num_tokens=len(ids),
+                total_logprob=0.0,
+            )
+        rows = self.log_probs(ids)[:-1]
+        gathered = rows[np.arange(len(ids) - 1), np.asarray(ids[1:], dtype=np.int64)]
+        return RollingLogprob(
+            token_ids=np.asarray(ids, dtype=np.int64),
+            logprobs=gathered.astype(np.float32),
+            num_tokens=len(ids),
+            total_logprob=float(gathered.sum()),
+        )
+
+    def next_token_dist(self, prompt: str, top_k: int) -> Any:
+        ids = self.encode(prompt)
+        if not ids:
+            raise probe_error("next_token_dist", f"prompt tokenized to zero tokens ({prompt!r})")
+        row = self.log_probs(ids, last_only=True)
+        vocab = int(row.shape[0])
+        k = min(top_k, vocab)
+        top_ids = np.argsort(-row, kind="stable")[:k]
+        values = row[top_ids]
+        tail_logprob: float | None = None  # k covers the whole vocabulary
+        if k != vocab:
+            tail_mass = 1.0 - float(np.exp(values).sum())
+            tail_logprob = math.log(tail_mass) if tail_mass > 1e-12 else 0.0
+        return TokenDist(
+            token_ids=top_ids.astype(np.int64),
+            logprobs=values.astype(np.float32),
+            vocab_size=vocab,
+            tail_logprob=tail_logprob,
+        )
+
+    def generate(
+        self, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> str:
+        """Greedy at temperature 0, else sampled from a seeded MLX generator."""
+        mx.random.seed(int(seed))
+        sampler = make_sampler(temp=temperature, top_p=top_p) if temperature > 0 else None
+        prompt_ids = mx.array(self.encode(prompt))
+        new_ids: list[int] = []
+        for token, _ in generate_step(
+            prompt_ids, self.model, max_tokens=max_new_tokens, sampler=sampler
+        ):
+            new_ids.append(int(token))
+            if new_ids[-1] in self.eos_ids:
+                break
+        return str(self.tokenizer.decode(new_ids, skip_special_tokens=True))
+
+
+@dataclass(frozen=True, slots=True)
+class MLXView:
+    """One view of an :class:`MLXDifferentialBackend` (the LoRA state is the backend's)."""
+
+    id: str
+    _scorer: _Scorer
+
+    def logprob_of(self, prompt: str, completion: str) -> float:
+        return self._scorer.logprob_of(prompt, completion)
+
+    def rolling_logprob(self, text: str) -> Any:
+        return self._scorer.rolling_logprob(text)
+
+    def next_token_dist(self, prompt: str, *, top_k: int = 256) -> Any:
+        return self._scorer.next_token_dist(prompt, top_k)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> str:
+        return self._scorer.generate(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+        )
+
+    def close(self) -> None:
+        """Views own nothing; the backend holds the model."""
+
+
+class MLXDifferentialBackend:
+    """Base, fine-tuned, scaled and null views of one mlx-lm model + PEFT adapter.
+
+    Views switch shared layers in place, so only one may be active at a
+    time and concurrent views are unsafe (the worker serialises them).
+    """
+
+    safe_for_concurrent_views: bool = False
+
+    def __init__(
+        self,
+        *,
+        base_spec: ModelSpecLike,
+        adapter_path: Path | str,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self._base = str(base_spec.base)
+        self._adapter_path = Path(adapter_path).resolve()
+        plan = peft_adapter.plan_adapter(self._adapter_path)  # refuse before loading
+        base_dir = Path(self._base)
+        peft_adapter.check_base(base_dir)
+        self._device = _select_device(str(base_spec.device))
+        model, wrapper = mlx_lm.load(
+            self._base,
+            model_config=compat.config_overrides(base_dir),
+            trust_remote_code=bool(base_spec.trust_remote_code),
+        )
+        self._dtype = _resolve_dtype(str(base_spec.dtype), self._device)
+        model.set_dtype(self._dtype)
+        arrays = convert.load_converted(plan, cache_dir or convert.default_cache_dir())
+        self._lora = lora.attach(model, arrays, plan.scaling)
+        model.eval()
+        mx.eval(model.parameters())
+        tokenizer = _load_tokenizer(self._tokenizer_source(), bool(base_spec.trust_remote_code))
+        self._scorer: _Scorer | None = _Scorer(model, tokenizer, set(wrapper.eos_token_ids))
+        self._vocab_size = int(model(mx.array([[0]])).shape[-1])
+        self._max_positions = int(getattr(model.args, "max_position_embeddings", 0) or 0)
+        self._active: str | None = None
+
+    def _tokenizer_source(self) -> str:
+        """sway's rule: the adapter's own tokenizer wins when it ships one."""
+        if (self._adapter_path / "tokenizer_config.json").exists():
+            return str(self._adapter_path)
+        return self._base
+
+    # -- facts the worker advertises ---------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def dtype(self) -> str:
+        return str(self._dtype).removeprefix("mlx.core.")
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self._max_positions
+
+    def framework_versions(self) -> dict[str, str]:
+        import transformers
+
+        return {
+            "mlx": str(mx.__version__),
+            "mlx-lm": str(mlx_lm.__version__),
+            "transformers": str(transformers.__version__),
+        }
+
+    def cache_identity(self) -> str:
+        """Base id + resolved adapter path, in the HF backend's format."""
+        return f"mlx:{self._base}:{self._adapter_path}"
+
+    # -- views ----------------------------------------------------------------
+
+    @contextmanager
+    def as_base(self) -> Iterator[MLXView]:
+        with self._view("base", "base") as view, self._lora.disabled():
+            yield view
+
+    @contextmanager
+    def as_finetuned(self) -> Iterator[MLXView]:
+        with self._view("ft", "ft") as view:
+            yield view
+
+    @contextmanager
+    def as_scaled_adapter(self, lam: float) -> Iterator[MLXView]:
+        """Multiply every LoRA scaling by ``lam`` (0 = base, 1 = ft), restored on exit."""
+        with self._view(f"scaled({lam})", f"scaled_{lam:.2f}") as view, self._lora.scaled(lam):
+            yield view
+
+    @contextmanager
+    def as_null_adapter(
+        self, seed: int, *, init_scale: float = 0.02, rank_scale: float = 1.0
+    ) -> Iterator[MLXView]:
+        """Every LoRA A/B replaced by seeded N(0, (init_scale·√rank_scale)²) noise.
+
+        Same semantics as the HF worker (std, restore on exit, also on
+        exceptions); the generator is MLX's, see ``LoraLayers.noise``.
+        """
+        std = lora.null_std(init_scale, rank_scale)
+        view_id = f"null_{seed}" if rank_scale == 1.0 else f"null_{seed}_rank{rank_scale:.2f}"
+        with self._view(view_id, view_id) as view, self._lora.noise(seed, std):
+            yield view
+
+    def preflight_finite_check(self) -> tuple[bool, str]:
+        """One small forward pass per view; non-finite logprobs fail the check (sway's)."""
+        return preflight.check_base_and_ft(self)
+
+    def close(self) -> None:
+        """Drop the model; MLX frees the memory with the last reference. Idempotent."""
+        self._scorer = None
+
+    # -- internals ----------------------------------------------------------
+
+    @contextmanager
+    def _view(self, mode: str, view_id: str) -> Iterator[MLXView]:
+        """Claim the single active-view slot for the block, and build the view."""
+        if self._active is not None:
+            raise RuntimeError(
+                f"{type(self).__name__} view {self._active!r} already active; "
+                f"exit it before entering {mode!r}."
+            )
+        if self._scorer is None:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        view = MLXView(id=view_id, _scorer=self._scorer)
+        self._active = mode
+        try:
+            yield view
+        finally:
+            self._active = None
+
+
+def _select_device(requested: str) -> str:
+    """``auto`` keeps MLX's default (the GPU on Apple silicon); cpu/gpu force one."""
+    if requested == "cpu":
+        mx.set_default_device(mx.cpu)
+    elif requested in ("gpu", "mps", "cuda"):
+        mx.set_default_device(mx.gpu)
+    elif requested != "auto":
+        raise ValueError(f"device {requested!r} is not an MLX device (use auto, cpu or gpu)")
+    return "gpu" if mx.default_device() == mx.gpu else "cpu"
+
+
+def _resolve_dtype(requested: str, device: str) -> Any:
+    """sway's table: explicit names map directly; ``auto`` is fp16 on the GPU, fp32 on CPU."""
+    if requested in _DTYPES:
+        return _DTYPES[requested]
+    if requested != "auto":
+        raise ValueError(f"dtype {requested!r} is not one of auto, fp32, fp16, bf16")
+    return mx.float16 if device == "gpu" else mx.float32
+
+
+def _load_tokenizer(source: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+
+
+__all__ = ["MLXDifferentialBackend", "MLXView"]

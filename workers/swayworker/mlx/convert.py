@@ -1,0 +1,89 @@
+"""PEFT LoRA weights -> MLX layout, cached on disk by the adapter's content hash.
+
+PEFT stores ``lora_A`` as ``(r, in)`` and ``lora_B`` as ``(out, r)`` (torch
+``Linear`` weights, applied as ``x @ A.T @ B.T``). The runtime LoRA keeps
+them as ``a = A.T`` ``(in, r)`` and ``b = B.T`` ``(r, out)`` so a forward
+pass is ``x @ a @ b`` on contiguous arrays, keyed by module path. The
+converted file is written once per distinct adapter content (the key is a
+sha256 of its config and weights, so an edited adapter never hits a stale
+entry) and reused by every later worker, including one restarted after a
+crash. An entry is built in a staging folder and renamed into place with
+its marker, so a half-written entry never looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from swayworker.mlx.adapter import AdapterPlan, UnsupportedAdapter, content_hash
+
+log = logging.getLogger("swayworker")
+
+FORMAT_VERSION = 1
+ARRAYS_FILE = "lora.safetensors"
+MARKER = "COMPLETE.json"
+
+LoraArrays = dict[str, tuple[Any, Any]]
+"""Module path -> (a ``(in, r)``, b ``(r, out)``) MLX arrays."""
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "sway-plugin-host" / "mlx-adapters"
+
+
+def load_converted(plan: AdapterPlan, cache_dir: Path) -> LoraArrays:
+    """The adapter in MLX layout, from the cache when this content was converted before."""
+    entry = cache_dir / f"v{FORMAT_VERSION}" / content_hash(plan)
+    if (entry / MARKER).is_file():
+        log.info("adapter %s: converted copy found in %s", plan.adapter_dir, entry)
+        return _split(mx.load(str(entry / ARRAYS_FILE)), plan)
+    arrays = _convert(plan)
+    _publish(arrays, plan, entry)
+    log.info("adapter %s: converted to MLX layout, cached in %s", plan.adapter_dir, entry)
+    return _split(arrays, plan)
+
+
+def _convert(plan: AdapterPlan) -> dict[str, Any]:
+    raw = mx.load(str(plan.weights_path))
+    arrays: dict[str, Any] = {}
+    for module in plan.modules:
+        a, b = raw[module.a_key], raw[module.b_key]
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+            raise UnsupportedAdapter(
+                f"{module.path}: LoRA shapes A{tuple(a.shape)} and B{tuple(b.shape)} do not "
+                "form a linear LoRA (expected A (r, in) and B (out, r))"
+            )
+        arrays[f"{module.path}.a"] = mx.contiguous(a.T)
+        arrays[f"{module.path}.b"] = mx.contiguous(b.T)
+    mx.eval(list(arrays.values()))
+    return arrays
+
+
+def _split(arrays: dict[str, Any], plan: AdapterPlan) -> LoraArrays:
+    return {m.path: (arrays[f"{m.path}.a"], arrays[f"{m.path}.b"]) for m in plan.modules}
+
+
+def _publish(arrays: dict[str, Any], plan: AdapterPlan, entry: Path) -> None:
+    """Write ``entry`` atomically; losing a race to an identical entry is fine."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=entry.parent))
+    try:
+        mx.save_safetensors(str(staging / ARRAYS_FILE), arrays)
+        marker = {"format": FORMAT_VERSION, "source": str(plan.adapter_dir)}
+        (staging / MARKER).write_text(json.dumps(marker) + "\n")
+        try:
+            os.rename(staging, entry)
+        except OSError:
+            if not (entry / MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
