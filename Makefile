@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_BIN := node_modules/.bin
+# npm writes this file on every install: it stands for "the Node worker's deps are in".
+NODE_WORKER_DEPS := workers/node/node_modules/.package-lock.json
 
-.PHONY: demo test proto lint buf-lint bench clean-venv
+.PHONY: demo test proto lint buf-lint buf-breaking node-worker bench clean-venv
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,12 +26,22 @@ proto: $(STAMP)
 buf-lint: $(NODE_BIN)/buf
 	$(NODE_BIN)/buf lint
 
+# The contract against the last release tag, else the parent commit (see the script).
+buf-breaking: $(NODE_BIN)/buf
+	BUF=$(NODE_BIN)/buf sh tools/buf-breaking.sh
+
+$(NODE_WORKER_DEPS): workers/node/package.json workers/node/package-lock.json
+	cd workers/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-worker: $(NODE_WORKER_DEPS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check host workers tests
 	$(BIN)/ruff format --check host workers tests
 	$(BIN)/mypy host workers
 
-test: $(STAMP) $(NODE_BIN)/buf lint buf-lint
+test: $(STAMP) $(NODE_BIN)/buf $(NODE_WORKER_DEPS) lint buf-lint buf-breaking
 	$(BIN)/python -m pytest -q -ra
 
 demo: $(STAMP)

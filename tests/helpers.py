@@ -2,29 +2,59 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
+import shutil
+import struct
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
 import swayhost
-from swayhost import ModelSpec, WorkerOptions
+from swayhost import ModelSpec, RecoveryPolicy, WorkerOptions
+from swayhost.conformance.checks.lifecycle import pid_alive
+from swayworker.codec import (
+    Generate,
+    LogprobOf,
+    NextTokenDist,
+    Op,
+    Request,
+    RollingLogprobOp,
+    ViewKey,
+)
+
+from tests.plugins.node_backend import NODE_WORKER
 
 TESTS = Path(__file__).resolve().parent
 PLUGINS = TESTS / "plugins"
 FAKE_WORKERS = TESTS / "fake_workers"
 
+process_alive = pid_alive
+"""Whether a pid runs, a zombie counting as gone (the conformance kit's own test)."""
 
-def spawn_dummy(**options: str) -> swayhost.RemoteBackend:
+
+def spawn_dummy(
+    *, recovery: RecoveryPolicy | None = None, journal: Path | None = None, **options: str
+) -> swayhost.RemoteBackend:
     """A real dummy worker process, with ``options`` passed to its Load."""
-    return swayhost.spawn(
-        ModelSpec(kind="dummy", base="toy", worker=WorkerOptions(options=options))
-    )
+    worker = WorkerOptions(options=options, recovery=recovery or RecoveryPolicy(), journal=journal)
+    return swayhost.spawn(ModelSpec(kind="dummy", base="toy", worker=worker))
+
+
+def plugin_pythonpath() -> str:
+    """A PYTHONPATH under which a custom worker (or sway) can import tests/plugins."""
+    return os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")])
 
 
 def plugin_worker(**overrides: object) -> WorkerOptions:
     """Worker options whose PYTHONPATH lets a custom worker import tests/plugins."""
-    path = os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")])
-    return WorkerOptions(env={"PYTHONPATH": path}, **overrides)  # type: ignore[arg-type]
+    env = {"PYTHONPATH": plugin_pythonpath()}
+    return WorkerOptions(env=env, **overrides)  # type: ignore[arg-type]
 
 
 def fake_worker(script: str, **overrides: object) -> WorkerOptions:
@@ -35,14 +65,61 @@ def fake_worker(script: str, **overrides: object) -> WorkerOptions:
     )
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+FAST_RECOVERY = RecoveryPolicy(backoff_initial_s=0.01, backoff_max_s=0.05)
+"""The default recovery policy with near-zero backoff, so tests do not wait."""
+
+
+def same_result(got: Any, want: Any) -> bool:
+    """Bit-for-bit equality of two scoring results (float, str, RollingLogprob, TokenDist)."""
+    if type(got) is not type(want):
         return False
-    # A zombie still answers kill(0); read its state.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    if isinstance(want, np.ndarray):
+        return bool(got.dtype == want.dtype and got.tobytes() == want.tobytes())
+    if isinstance(want, float):
+        return struct.pack("<d", got) == struct.pack("<d", want)
+    if dataclasses.is_dataclass(want):
+        return all(
+            same_result(getattr(got, f.name), getattr(want, f.name))
+            for f in dataclasses.fields(want)
+        )
+    return bool(got == want)
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not met within {timeout:g}s"
+        time.sleep(0.02)
+
+
+WORDS = ["the", "river", "ran", "past", "old", "mill", "and", "walked", "by", "bank"]
+VIEWS = [ViewKey.base(), ViewKey.ft(), ViewKey.scaled(0.5), ViewKey.null(3)]
+
+
+def workload(n: int, seed: int = 0) -> list[Request]:
+    """``n`` distinct small scoring requests (every view, every operation), reproducibly."""
+    rng = random.Random(seed)
+    requests: dict[Request, None] = {}
+    while len(requests) < n:
+        prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+        completion = " " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
+        i = len(requests)
+        op: Op
+        if i % 25 == 24:
+            op = Generate(prompt, 2)
+        else:
+            op = [
+                LogprobOf(prompt, completion),
+                RollingLogprobOp(prompt + completion),
+                NextTokenDist(prompt, 8),
+            ][i % 3]
+        requests[Request(rng.choice(VIEWS), op)] = None
+    return list(requests)
+
+
+def require_node() -> None:
+    """Skip without Node (CI has it); fail, with the fix, without the Node worker's packages."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not on PATH")
+    if not (NODE_WORKER.parent / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        pytest.fail("the Node worker's packages are missing: run `make node-worker`")

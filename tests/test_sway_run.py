@@ -379,7 +379,7 @@ def test_config_errors_name_file_key_and_fix(text: str, message: str, tmp_path: 
 
 
 def test_config_python_must_be_executable(tmp_path: Path) -> None:
-    script = write(tmp_path / "python", "#!/bin/sh\n")
+    script = write(tmp_path / "python", f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     config = write(tmp_path / "c.yaml", "workers: {hf: {python: ./python}}\n")
     with pytest.raises(ConfigError, match=r"python' is not an executable file"):
         worker_options("hf", config)

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 import swayhost
-from swayhost import ModelSpec, WorkerCrashedError, WorkerOptions, WorkerStartError
+from swayhost import (
+    ModelSpec,
+    RecoveryPolicy,
+    RestartBudgetExhausted,
+    WorkerCrashedError,
+    WorkerOptions,
+    WorkerStartError,
+)
 from swayworker.protocol import MAGIC_COOKIE_KEY, PROTOCOL_VERSION
 
 from tests.helpers import FAKE_WORKERS, fake_worker, process_alive, spawn_dummy
@@ -241,14 +248,19 @@ def test_worker_run_by_hand_explains_itself() -> None:
     assert "started by the sway-plugin-host" in out.stderr
 
 
-def test_worker_killed_mid_run_raises_crash_with_cause() -> None:
-    backend = spawn_dummy(crash_on="boom")
+def test_without_recovery_a_crash_raises_with_its_cause() -> None:
+    """RecoveryPolicy.never(): the first crash reaches the caller (tests/test_recovery.py
+    covers the default, where the worker is restarted and the call retried)."""
+    backend = spawn_dummy(crash_on="boom", recovery=RecoveryPolicy.never())
+    pid = backend.pid
     try:
-        with (
-            backend.as_base() as view,
-            pytest.raises(WorkerCrashedError, match="signal SIGKILL"),
-        ):
-            view.logprob_of("boom", " x")
+        with backend.as_base() as view:
+            with pytest.raises(WorkerCrashedError, match="signal SIGKILL") as info:
+                view.logprob_of("boom", " x")
+            assert info.value.worker == "dummy" and info.value.cause == "signal"
+            with pytest.raises(RestartBudgetExhausted, match="restarts are off"):
+                view.logprob_of("a b", " c")
+        assert backend.stats().restarts == 0 and not process_alive(pid)
     finally:
         backend.close()
 

@@ -8,19 +8,22 @@ process behind a ``RemoteBackend`` proxy.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from swayworker.custom import check_entry_point
 
-from swayhost.connection import WorkerConnection
+from swayhost import envs
 from swayhost.errors import spec_validation_error
 from swayhost.process import WorkerProcess
 from swayhost.proxy import RemoteBackend, make_proxy
 from swayhost.spec import ModelSpec, WorkerOptions, coerce_spec
+from swayhost.supervisor import Supervisor
 
 log = logging.getLogger("swayhost")
 
@@ -66,36 +69,42 @@ def build(
 def spawn(spec: ModelSpec) -> RemoteBackend:
     """Start the worker for ``spec``, Load the spec into it, return the proxy.
 
-    Unlike ``build`` this applies no dispatch rules, so it also starts the
-    dummy worker and any worker command (``spec.worker.command``).
+    The worker runs under a ``Supervisor`` that restarts it and retries
+    calls according to ``spec.worker.recovery``. Unlike ``build`` this applies
+    no dispatch rules, so it also starts the dummy worker and any worker
+    command (``spec.worker.command``).
     """
-    options = spec.worker
-    name = options.name or spec.kind
-    process = WorkerProcess(
+    supervisor = Supervisor(spec, functools.partial(worker_process, spec))
+    description = supervisor.start()
+    try:
+        backend = make_proxy(supervisor, spec)
+    except BaseException:
+        supervisor.close()
+        raise
+    log.info(
+        "worker %s ready: kind=%s pid=%d protocols=%s",
+        supervisor.name,
+        description.worker_kind,
+        backend.pid,
+        list(description.capabilities.protocols),
+    )
+    return backend
+
+
+def worker_process(spec: ModelSpec) -> WorkerProcess:
+    """The (not yet started) worker process for ``spec``, as ``spawn`` runs it.
+
+    Public so tools that drive a worker below the proxy (the conformance kit)
+    start it exactly the way every backend is started.
+    """
+    options = _with_interpreter(spec.worker)
+    return WorkerProcess(
         options.argv(spec.kind),
-        name=name,
+        name=options.name or spec.kind,
         env=_merged_env(options),
         cwd=options.cwd,
         startup_timeout=options.startup_timeout,
     )
-    connection = WorkerConnection(process)
-    connection.start()
-    try:
-        response = connection.call(
-            connection.stub.Load, _load_request(spec), timeout=options.startup_timeout
-        )
-    except BaseException:
-        connection.close()
-        raise
-    description = response.description
-    log.info(
-        "worker %s ready: kind=%s pid=%d protocols=%s",
-        name,
-        description.worker_kind,
-        process.pid,
-        list(description.capabilities.protocols),
-    )
-    return make_proxy(connection, description, spec)
 
 
 class TwoWorkerDifferential:
@@ -160,15 +169,20 @@ def build_two_separate(
     return TwoWorkerDifferential(base=base, ft=ft)
 
 
+def _with_interpreter(options: WorkerOptions) -> WorkerOptions:
+    """A provisioned ``environment`` becomes its interpreter, built on first use.
+
+    This runs before any process starts: a broken env raises ``EnvError``
+    (naming the env and the fix) and no worker is ever started on it.
+    """
+    if options.environment is None:
+        return options
+    return replace(options, python=str(envs.ensure(options.environment)))
+
+
 def _merged_env(options: WorkerOptions) -> dict[str, str] | None:
     if not options.env:
         return None
     import os
 
     return {**os.environ, **options.env}
-
-
-def _load_request(spec: ModelSpec) -> Any:
-    from swayplugin.v1 import backend_pb2 as pb
-
-    return pb.LoadRequest(spec=spec.to_proto())

@@ -6,9 +6,17 @@ environment of the worker; this file says it, once per machine::
 
     workers:
       hf:
-        python: /envs/hf/bin/python   # interpreter that runs the hf worker
-        env: {HF_HOME: /data/hf}      # extra environment for the worker
+        python: /envs/hf/bin/python   # interpreter (or venv folder) that runs the hf worker
+        env: {HF_HOME: /data/hf}      # extra environment variables for the worker
         startup_timeout: 120          # seconds for start-up and model load
+      custom:
+        environment:                  # or: an env the host provisions, once, cached
+          requirements: [transformers==4.57.6]
+          inherit: true               # layer on the host's site-packages
+
+``environment`` keys (see ``swayhost.envs.EnvSpec``): ``requirements``,
+``extras``, ``python`` (a version or a path), ``inherit``, ``find_links``,
+``index_url``, ``extra_index_urls``, ``pip_args``, ``installer``, ``timeout``.
 
 The file is ``$SWAYHOST_CONFIG`` when set, else
 ``$XDG_CONFIG_HOME/swayhost/config.yaml`` (``~/.config/...``). A missing
@@ -17,6 +25,9 @@ a file named explicitly (the variable or ``config_path``) must exist, so a
 typo in its path cannot silently fall back. Every validation error names the
 file, the key and the fix. A worker section is checked when that kind of worker
 is asked for, so a machine without an MLX environment can still run hf workers.
+A ``python`` interpreter is run once when its section is read, so a path
+that is no Python (or lacks the worker package) is reported here, with the
+fix, before any worker starts.
 """
 
 from __future__ import annotations
@@ -30,6 +41,8 @@ from typing import Any
 
 import yaml
 
+from swayhost.envs import pythons
+from swayhost.envs.spec import INSTALLERS, EnvSpec, normalize_requirement
 from swayhost.errors import ConfigError
 from swayhost.spec import KINDS, WorkerOptions
 
@@ -58,6 +71,13 @@ def worker_options(kind: str, config_path: Path | None = None) -> WorkerOptions:
     return _parse_worker(path, f"workers.{kind}", section)
 
 
+def configured_kinds(config_path: Path | None = None) -> list[str]:
+    """The worker kinds the config file has a section for, in the file's order."""
+    required = config_path is not None or bool(os.environ.get(CONFIG_ENV))
+    path = config_path if config_path is not None else default_config_path()
+    return list(_load_workers(path, required=required))
+
+
 def _load_workers(path: Path, *, required: bool) -> Mapping[str, Any]:
     """The ``workers`` mapping of the file, checked down to its kinds."""
     try:
@@ -84,8 +104,18 @@ def _load_workers(path: Path, *, required: bool) -> Mapping[str, Any]:
 def _parse_worker(path: Path, key: str, section: Any) -> WorkerOptions:
     values = _mapping(path, key, section)
     _check_keys(path, f"{key}.", values, _PARSERS)
+    if "python" in values and "environment" in values:
+        raise _error(
+            path,
+            key,
+            "has both python and environment",
+            "keep one: an existing interpreter (python) or one the host provisions (environment)",
+        )
     parsed = {name: _PARSERS[name](path, f"{key}.{name}", value) for name, value in values.items()}
-    return WorkerOptions(**parsed)
+    options = WorkerOptions(**parsed)
+    if options.python is not None:
+        _check_interpreter(path, f"{key}.python", options)
+    return options
 
 
 def _python(path: Path, key: str, value: Any) -> str:
@@ -101,6 +131,12 @@ def _python(path: Path, key: str, value: Any) -> str:
     candidate = Path(value).expanduser()
     if not candidate.is_absolute() and "/" in value:
         candidate = path.parent / candidate
+    try:
+        candidate = pythons.executable_in(candidate)
+    except pythons.InterpreterError as exc:
+        raise _error(
+            path, key, str(exc), "point it at a virtualenv folder or an interpreter"
+        ) from None
     found = shutil.which(str(candidate))
     if found is None:
         problem = "is not an executable file" if candidate.exists() else "does not exist"
@@ -112,6 +148,98 @@ def _python(path: Path, key: str, value: Any) -> str:
             "or remove the key to use the current one",
         )
     return found
+
+
+def _check_interpreter(path: Path, key: str, options: WorkerOptions) -> None:
+    """Run the interpreter once: it must be a Python that can import ``swayworker``."""
+    assert options.python is not None
+    try:
+        interpreter = pythons.probe(options.python, env=options.env)
+    except pythons.InterpreterError as exc:
+        raise _error(
+            path, key, str(exc), "point it at a Python 3.11+ interpreter or virtualenv folder"
+        ) from None
+    if not interpreter.has_worker:
+        raise _error(
+            path,
+            key,
+            f"{options.python!r} (Python {interpreter.version}) cannot import swayworker",
+            "install this project there (pip install sway-plugin-host), or declare "
+            "`environment:` instead to let the host provision one",
+        )
+
+
+def _environment(path: Path, key: str, value: Any) -> EnvSpec:
+    """A provisioned env; relative ``find_links`` folders are relative to the config file."""
+    values = _mapping(path, key, value)
+    _check_keys(path, f"{key}.", values, _ENV_PARSERS)
+    parsed = {
+        name: _ENV_PARSERS[name](path, f"{key}.{name}", item) for name, item in values.items()
+    }
+    if "find_links" in parsed:
+        parsed["find_links"] = tuple(_local_or_url(path, link) for link in parsed["find_links"])
+    try:
+        return EnvSpec(**parsed, name=key.split(".")[1], origin=f"{path}: {key}")
+    except ValueError as exc:
+        raise _error(path, key, str(exc), "see the environment keys in the README") from None
+
+
+def _strings(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _error(path, key, f"expected a list of strings, got {value!r}", "write e.g. [a, b]")
+    return tuple(v.strip() for v in value)
+
+
+def _requirements(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    items = _strings(path, key, value)
+    for index, item in enumerate(items):
+        try:
+            normalize_requirement(item)
+        except ValueError as exc:
+            raise _error(
+                path, f"{key}[{index}]", str(exc), "write e.g. transformers==4.57.6"
+            ) from None
+    return items
+
+
+def _python_request(path: Path, key: str, value: Any) -> str:
+    """A version (quoted: YAML reads 3.10 as the number 3.1) or an interpreter path."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        raise _error(path, key, f"{value!r} is a number", f"quote it: python: '{value}'")
+    if not isinstance(value, str) or not value.strip():
+        raise _error(path, key, f"expected a version or a path, got {value!r}", "e.g. '3.11'")
+    text = value.strip()
+    if "/" in text and not Path(text).expanduser().is_absolute():
+        return str(path.parent / text)
+    return text
+
+
+def _flag(path: Path, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _error(path, key, f"expected true or false, got {value!r}", "write true or false")
+    return value
+
+
+def _text(path: Path, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _error(path, key, f"expected a string, got {value!r}", "quote the value")
+    return value.strip()
+
+
+def _installer(path: Path, key: str, value: Any) -> str:
+    if value not in INSTALLERS:
+        raise _error(
+            path, key, f"unknown installer {value!r}", f"use one of {', '.join(INSTALLERS)}"
+        )
+    return str(value)
+
+
+def _local_or_url(path: Path, link: str) -> str:
+    """A find-links entry: a URL as is, a local path made absolute (relative to the file)."""
+    if "://" in link:
+        return link
+    candidate = Path(link).expanduser()
+    return str(candidate if candidate.is_absolute() else path.parent / candidate)
 
 
 def _env(path: Path, key: str, value: Any) -> dict[str, str]:
@@ -135,10 +263,25 @@ def _timeout(path: Path, key: str, value: Any) -> float:
 
 _PARSERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "python": _python,
+    "environment": _environment,
     "env": _env,
     "startup_timeout": _timeout,
 }
 """The keys of a worker section, each with its parser (named as in ``WorkerOptions``)."""
+
+_ENV_PARSERS: dict[str, Callable[[Path, str, Any], Any]] = {
+    "requirements": _requirements,
+    "extras": _strings,
+    "python": _python_request,
+    "inherit": _flag,
+    "find_links": _strings,
+    "index_url": _text,
+    "extra_index_urls": _strings,
+    "pip_args": _strings,
+    "installer": _installer,
+    "timeout": _timeout,
+}
+"""The keys of an ``environment`` section (named as in ``EnvSpec``)."""
 
 
 def _mapping(path: Path, key: str, value: Any) -> Mapping[str, Any]:

@@ -34,7 +34,8 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
-_GONE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+GONE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+"""Codes of a call that got no answer because the worker or its socket went away."""
 
 _LIVE: weakref.WeakSet[WorkerConnection] = weakref.WeakSet()
 
@@ -47,6 +48,7 @@ class WorkerConnection:
         self.name = process.name
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.DifferentialBackendStub | None = None
+        self._health: health_pb2_grpc.HealthStub | None = None
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -62,10 +64,8 @@ class WorkerConnection:
             self._channel = grpc.insecure_channel(handshake.grpc_target, options=CHANNEL_OPTIONS)
             grpc.channel_ready_future(self._channel).result(timeout=remaining)
             self._stub = pb_grpc.DifferentialBackendStub(self._channel)
-            health = health_pb2_grpc.HealthStub(self._channel)
-            status = health.Check(
-                health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=remaining
-            ).status
+            self._health = health_pb2_grpc.HealthStub(self._channel)
+            status = self._health_status(remaining)
             if status != health_pb2.HealthCheckResponse.SERVING:
                 raise WorkerStartError(f"worker {self.name!r} reports health status {status}")
             description: pb.DescribeResponse = self._stub.Describe(
@@ -110,6 +110,24 @@ class WorkerConnection:
     def closed(self) -> bool:
         return self._closed
 
+    def load(self, spec: pb.ModelSpec, timeout: float) -> pb.DescribeResponse:
+        """Load ``spec`` into the worker; its description once loaded."""
+        response = self.call(self.stub.Load, pb.LoadRequest(spec=spec), timeout=timeout)
+        return response.description
+
+    def healthy(self, timeout: float) -> bool:
+        """One health check: does the worker answer SERVING within ``timeout``?"""
+        try:
+            return bool(self._health_status(timeout) == health_pb2.HealthCheckResponse.SERVING)
+        except (grpc.RpcError, WorkerCrashedError, ValueError):  # ValueError: channel closed
+            return False
+
+    def _health_status(self, timeout: float) -> int:
+        if self._health is None or self._closed:
+            raise WorkerCrashedError(f"worker {self.name!r} is closed")
+        request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
+        return int(self._health.Check(request, timeout=timeout).status)
+
     # -- calls -------------------------------------------------------------
 
     @property
@@ -127,19 +145,11 @@ class WorkerConnection:
 
     def translate(self, exc: grpc.RpcError) -> Exception:
         """The exception a caller should see for a failed RPC."""
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        raw: Any = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else ()
-        metadata: dict[str, Any] = {str(k): v for k, v in raw or ()}
-        if REASON_KEY in metadata:
-            return rebuild_exception(
-                reason=str(metadata[REASON_KEY]),
-                message=exc.details() or "",
-                exception_type=str(metadata.get(TYPE_KEY, "")),
-                attrs_json=str(metadata.get(ATTRS_KEY, "")),
-                hint=str(metadata.get(HINT_KEY, "")),
-                worker=self.name,
-            )
-        if code in _GONE_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        answered = self.reply_error(exc)
+        if answered is not None:
+            return answered
+        code = status_code(exc)
+        if code in GONE_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED:
             self.process.wait(0.5)
             cause = (
                 f"exited with {self.process.describe_exit()}"
@@ -153,6 +163,30 @@ class WorkerConnection:
         return WorkerCrashedError(
             f"worker {self.name!r} failed a call with {code.name}: {exc.details()}"
         )
+
+    def reply_error(self, exc: grpc.RpcError) -> Exception | None:
+        """The caller's exception when the worker itself answered with an error.
+
+        Such an answer is final (retrying gives the same error); None means
+        the call failed in transport, which says nothing about the request.
+        """
+        raw: Any = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else ()
+        metadata: dict[str, Any] = {str(k): v for k, v in raw or ()}
+        if REASON_KEY not in metadata:
+            return None
+        return rebuild_exception(
+            reason=str(metadata[REASON_KEY]),
+            message=exc.details() or "",
+            exception_type=str(metadata.get(TYPE_KEY, "")),
+            attrs_json=str(metadata.get(ATTRS_KEY, "")),
+            hint=str(metadata.get(HINT_KEY, "")),
+            worker=self.name,
+        )
+
+
+def status_code(exc: grpc.RpcError) -> grpc.StatusCode:
+    code: grpc.StatusCode = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    return code
 
 
 def _close_all_at_exit() -> None:

@@ -5,22 +5,28 @@ the worker's interpreter, cached under the user cache dir) in an HF worker,
 or the toy dummy worker, and reports what sway would ask: does the adapter
 move the model, how does the effect scale with lam, and how does it compare
 with null adapters of the same shape.
+
+The HF worker runs in a provisioned env: the host config's ``workers.hf``
+section when there is one, else ``DEMO_ENV``, which layers the ``hf`` extra
+on the host's own site-packages. On a machine whose host venv has torch,
+that env installs nothing heavy: it is built once (seconds) and reused.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import swayhost
+from swayhost import config, envs
+from swayhost.paths import cache_dir
 from swayhost.proxy import RemoteBackend
 from swayhost.spec import ModelSpec, WorkerOptions
 
@@ -53,9 +59,13 @@ class DemoReport:
     z_score: float
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "sway-plugin-host"
+DEMO_ENV = envs.EnvSpec(
+    extras=("hf",),
+    inherit=True,
+    name="demo-hf",
+    origin="the demo's default; a workers.hf section in the host config replaces it",
+)
+"""The HF worker's env when the host config does not say: torch, transformers, peft."""
 
 
 def tiny_model_paths(python: str) -> dict[str, str]:
@@ -117,6 +127,7 @@ def run_demo(backend: RemoteBackend) -> DemoReport:
         "kind": d.worker_kind,
         "pid": d.runtime.pid,
         "runtime": d.runtime.runtime,
+        "executable": d.runtime.executable,
         "protocols": list(d.capabilities.protocols),
         "frameworks": dict(d.framework_versions),
         "device": d.model.device,
@@ -126,18 +137,31 @@ def run_demo(backend: RemoteBackend) -> DemoReport:
     return DemoReport(worker, rows, ablation, null_kls, adapter_kl, z)
 
 
+def hf_worker(python: str | None) -> WorkerOptions:
+    """``--python``, else the host config's hf section, else ``DEMO_ENV``; env resolved."""
+    if python is not None:
+        return WorkerOptions(python=python)
+    if "hf" in config.configured_kinds():
+        options = config.worker_options("hf")
+    else:
+        options = WorkerOptions(environment=DEMO_ENV)
+    if options.environment is not None:
+        options = replace(options, python=str(envs.ensure(options.environment)))
+    return options
+
+
 def open_backend(kind: str, python: str | None) -> RemoteBackend:
-    interpreter = python or sys.executable
     if kind == "dummy":
         return swayhost.spawn(ModelSpec(kind="dummy", base="toy"))
-    paths = tiny_model_paths(interpreter)
+    worker = hf_worker(python)
+    paths = tiny_model_paths(worker.python or sys.executable)
     spec = ModelSpec(
         kind="hf",
         base=paths["base_dir"],
         adapter=Path(paths["adapter_dir"]),
         dtype="fp32",
         device="cpu",
-        worker=WorkerOptions(python=interpreter),
+        worker=worker,
     )
     return swayhost.build(spec)
 
@@ -152,6 +176,7 @@ def render(report: DemoReport) -> None:
         f"[bold]Worker[/] {w['kind']} (pid {w['pid']}, {w['runtime']}, "
         f"{w['device']}/{w['dtype']}, vocab {w['vocab_size']})"
     )
+    console.print(f"  interpreter: {w['executable']}")
     console.print("  protocols: " + ", ".join(w["protocols"]))
     console.print(
         "  frameworks: " + ", ".join(f"{k} {v}" for k, v in sorted(w["frameworks"].items()))

@@ -29,8 +29,55 @@ class ConfigError(SwayHostError, ValueError):
     """The host's config file is unreadable or invalid; the message names file, key and fix."""
 
 
+class EnvError(SwayHostError):
+    """A worker environment could not be resolved or provisioned.
+
+    Raised before any worker starts, so no worker ever runs on a broken env.
+    The message names the environment (name, hash, where it is declared), the
+    problem and the fix; ``reason`` says which kind of problem it is:
+    ``python`` (no such interpreter version), ``interpreter`` (not a usable
+    Python), ``unresolvable`` (a requirement cannot be satisfied),
+    ``network`` (the package index cannot be reached), ``timeout``, ``busy``
+    (another process holds the env's lock too long), ``spec`` (e.g. an unknown
+    extra), ``installer`` (none available) or ``install`` (any other failure).
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class WorkerCrashedError(SwayHostError):
-    """A worker died or stopped answering while serving a call."""
+    """A worker died or stopped answering while serving a call.
+
+    ``worker`` names it, ``cause`` is the exit cause's kind (signal, code,
+    oom, hang, ...) and ``stderr_tail`` its last stderr lines, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: str = "",
+        cause: str = "",
+        stderr_tail: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.cause = cause
+        self.stderr_tail = stderr_tail or []
+
+
+class RestartBudgetExhausted(WorkerCrashedError):
+    """A worker crashed more often than its ``RecoveryPolicy`` allows; recovery gave up."""
+
+
+class PoisonInputError(WorkerCrashedError):
+    """This one request killed its worker every time it ran; it fails alone."""
+
+
+class JournalError(SwayHostError):
+    """A scoring journal file is corrupt, foreign or of another backend, so it is not used."""
 
 
 class WorkerError(SwayHostError):

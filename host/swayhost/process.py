@@ -216,6 +216,16 @@ class WorkerProcess:
             return False
         return True
 
+    def reap(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for the exit and its last output lines; the exit code.
+
+        The exit is seen before the readers drain the pipes, and an exit
+        cause built from a half-read stderr would miss the traceback.
+        """
+        if self.wait(timeout):
+            self._join_readers(1.0)
+        return self.poll()
+
     def terminate(self, grace: float = 2.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; then clean up."""
         if self._proc is not None and self.alive():

@@ -5,6 +5,11 @@ far as the worker's capabilities go*: ``proxy_class()`` composes the class
 from mixins, so ``isinstance(proxy, ScalableDifferentialBackend)`` is False
 for a worker that cannot scale, just as it would be in process.
 
+Every call goes through the backend's ``Supervisor``, which restarts a
+crashed or hung worker and retries the call; with a journal
+(``WorkerOptions.journal``) results already scored by an earlier run are
+served from it and only the rest reach the worker.
+
 View exclusivity is enforced per thread, like sway does for one caller:
 entering a second view while one is active raises ``RuntimeError``, and a
 view used after its ``with`` block ends raises too. Across threads views are
@@ -38,7 +43,10 @@ from swayworker.codec import (
 
 from swayhost.connection import WorkerConnection
 from swayhost.errors import UnsupportedCapabilityError, rebuild_exception
+from swayhost.journal import Entry, Journal, request_key
 from swayhost.spec import ModelSpec
+from swayhost.stats import BackendStats
+from swayhost.supervisor import Supervisor
 
 DEFAULT_TOP_K = 256
 _BATCH_BYTES_FRACTION = 4
@@ -134,27 +142,39 @@ class RemoteBackend:
 
     safe_for_concurrent_views: bool = True
 
-    def __init__(
-        self, connection: WorkerConnection, description: pb.DescribeResponse, spec: ModelSpec
-    ) -> None:
-        self._conn = connection
-        self.description = description
+    def __init__(self, supervisor: Supervisor, spec: ModelSpec) -> None:
+        self._supervisor = supervisor
+        self.description = supervisor.description
         self.spec = spec
         self._local = threading.local()
-        caps = description.capabilities
+        caps = self.description.capabilities
         self.__sway_protocols__: tuple[str, ...] = tuple(
             p for p in caps.protocols if p != "PreflightCheckable"
         )
+        self._journal: Journal | None = None
+        if spec.worker.journal is not None:
+            self._journal = Journal.open(spec.worker.journal, self.cache_identity())
+            supervisor.stats.sink = self._journal.record_event
 
     # -- identity ----------------------------------------------------------
 
     @property
     def name(self) -> str:
-        return self._conn.name
+        return self._supervisor.name
 
     @property
     def pid(self) -> int:
+        """The pid of the worker serving now (it changes when the worker is restarted)."""
         return self._conn.process.pid
+
+    @property
+    def _conn(self) -> WorkerConnection:
+        """The connection to the worker serving now; tests reach its process through it."""
+        return self._supervisor.connection
+
+    def stats(self) -> BackendStats:
+        """Scoring and recovery counters: restarts, retries, hangs, journal hits..."""
+        return self._supervisor.snapshot()
 
     def cache_identity(self) -> str:
         identity = self.description.model.cache_identity
@@ -186,9 +206,16 @@ class RemoteBackend:
     # -- scoring -----------------------------------------------------------
 
     def score(self, request: Request) -> Any:
-        """One request, one unary RPC."""
+        """One request, one unary RPC (or a journal lookup)."""
         self._require(request.op)
-        response = self._conn.call(self._conn.stub.Score, request_to_proto(request))
+        key = self._key(request)
+        if key is not None:
+            stored = self._stored([key])
+            if key in stored:
+                return result_from_proto(stored[key])
+        response = self._supervisor.score(request_to_proto(request))
+        if key is not None:
+            self._record([(key, OP_NAMES[type(request.op)], response)])
         return result_from_proto(response)
 
     def score_many(
@@ -199,20 +226,38 @@ class RemoteBackend:
         Each request fails alone: with ``return_exceptions`` its slot holds the
         exception, otherwise the first failure is raised after all ran.
         """
+        requests = list(requests)
         for request in requests:
             self._require(request.op)
-        results: list[Any] = []
-        for chunk in self._chunks(list(requests)):
-            message = pb.ScoreBatchRequest(requests=[request_to_proto(r) for r in chunk])
-            response = self._conn.call(self._conn.stub.ScoreBatch, message)
-            results.extend(self._item_value(item) for item in response.items)
+        results: list[Any] = [None] * len(requests)
+        keys = [self._key(r) for r in requests]
+        stored = self._stored([k for k in keys if k is not None])
+        pending = []
+        for i, key in enumerate(keys):
+            if key is not None and key in stored:
+                results[i] = result_from_proto(stored[key])
+            else:
+                pending.append(i)
+        for chunk in self._chunks([requests[i] for i in pending]):
+            # chunks keep the order, so each one holds the next len(chunk) pending indices
+            indices, pending = pending[: len(chunk)], pending[len(chunk) :]
+            items = self._supervisor.score_batch([request_to_proto(r) for r in chunk])
+            entries: list[Entry] = []
+            for i, item in zip(indices, items, strict=True):
+                results[i] = self._item_value(item)
+                key = keys[i]
+                if key is not None and not isinstance(item, Exception) and item.HasField("result"):
+                    entries.append((key, OP_NAMES[type(requests[i].op)], item.result))
+            self._record(entries)
         if not return_exceptions:
             for value in results:
                 if isinstance(value, BaseException):
                     raise value
         return results
 
-    def _item_value(self, item: pb.ScoreBatchItem) -> Any:
+    def _item_value(self, item: pb.ScoreBatchItem | Exception) -> Any:
+        if isinstance(item, Exception):
+            return item
         if item.HasField("error"):
             err = item.error
             return rebuild_exception(
@@ -241,6 +286,23 @@ class RemoteBackend:
         if chunk:
             yield chunk
 
+    # -- journal -----------------------------------------------------------
+
+    def _key(self, request: Request) -> str | None:
+        return None if self._journal is None else request_key(self.cache_identity(), request)
+
+    def _stored(self, keys: list[str]) -> dict[str, pb.ScoreResponse]:
+        if self._journal is None or not keys:
+            return {}
+        found = self._journal.get_many(keys)
+        self._supervisor.stats.add("journal_hit", len(found))
+        return found
+
+    def _record(self, entries: list[Entry]) -> None:
+        """Write results to the journal as they arrive, so a killed run loses none."""
+        if self._journal is not None and entries:
+            self._journal.put_many(entries)
+
     def _require(self, op: Op) -> None:
         name = OP_NAMES[type(op)]
         if not getattr(self.description.capabilities, name):
@@ -253,8 +315,11 @@ class RemoteBackend:
     # -- lifecycle ---------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the worker; safe to call more than once."""
-        self._conn.close()
+        """Stop the worker (and its standby), close the journal; safe to call more than once."""
+        self._supervisor.close()
+        if self._journal is not None:
+            self._supervisor.stats.sink = None
+            self._journal.close()
 
     def __enter__(self) -> RemoteBackend:
         return self
@@ -285,8 +350,8 @@ class _NullCalibrated:
 
 class _Preflight:
     def preflight_finite_check(self) -> tuple[bool, str]:
-        conn: WorkerConnection = self._conn  # type: ignore[attr-defined]
-        response = conn.call(conn.stub.Preflight, pb.PreflightRequest())
+        supervisor: Supervisor = self._supervisor  # type: ignore[attr-defined]
+        response = supervisor.preflight()
         return bool(response.ok), str(response.reason)
 
 
@@ -307,12 +372,11 @@ def proxy_class(scalable: bool, null_calibrated: bool, preflight: bool) -> type[
     return type(f"{name}Backend", (*mixins, RemoteBackend), {"__module__": __name__})
 
 
-def make_proxy(
-    connection: WorkerConnection, description: pb.DescribeResponse, spec: ModelSpec
-) -> RemoteBackend:
-    caps = description.capabilities
+def make_proxy(supervisor: Supervisor, spec: ModelSpec) -> RemoteBackend:
+    """The proxy for a started supervisor; it opens the journal when the spec names one."""
+    caps = supervisor.description.capabilities
     cls = proxy_class(caps.scalable, caps.null_calibrated, caps.preflight)
-    return cls(connection, description, spec)
+    return cls(supervisor, spec)
 
 
 def _estimated_bytes(request: Request, vocab_size: int) -> int:

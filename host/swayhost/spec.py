@@ -15,24 +15,39 @@ from typing import Any
 
 from swayplugin.v1 import backend_pb2 as pb
 
+from swayhost.envs.spec import EnvSpec
+from swayhost.policy import RecoveryPolicy
+
 KINDS = ("hf", "mlx", "api", "dummy", "custom")
 
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    """How a worker process is started.
+    """How a worker process is started, kept alive and journaled.
 
     ``command`` (any argv, any language) wins over ``python``; without
     either the worker runs as ``<current interpreter> -m swayworker.<kind>``.
+    ``environment`` declares a provisioned env instead of ``python``: the
+    launcher builds it (once, cached) and runs the worker with its interpreter.
+    ``recovery`` says how crashes, hangs and poison inputs are handled
+    (``RecoveryPolicy.never()`` turns recovery off); ``journal`` names an
+    SQLite file that keeps every result so a rerun resumes (off when None).
     """
 
     python: str | None = None
+    environment: EnvSpec | None = None
     command: tuple[str, ...] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     startup_timeout: float = 120.0
     options: Mapping[str, str] = field(default_factory=dict)
     name: str | None = None
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    journal: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.journal is not None:
+            object.__setattr__(self, "journal", Path(self.journal).expanduser().resolve())
 
     def argv(self, kind: str) -> list[str]:
         if self.command:

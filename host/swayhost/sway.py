@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from swayhost import config
 from swayhost.build import build
-from swayhost.errors import ConfigError, spec_validation_error
+from swayhost.errors import ConfigError, EnvError, spec_validation_error
 from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.spec import ModelSpec
 
@@ -91,8 +91,9 @@ def _build_remote(kind: str, base_spec: Any, adapter_path: Path | None) -> Remot
     """Start the worker for sway's ``kind: custom`` spec, as if it were ``kind``.
 
     sway's build errors (a missing adapter, a missing endpoint) come from
-    ``build`` as sway's ``SpecValidationError``; a bad host config becomes one
-    too, so ``sway run`` prints it as a spec error rather than a traceback.
+    ``build`` as sway's ``SpecValidationError``; a bad host config, or a
+    provisioned env that cannot be built, becomes one too, so ``sway run``
+    prints it as a spec error (naming the env and the fix) rather than a traceback.
     """
     try:
         worker = config.worker_options(kind)
@@ -108,4 +109,7 @@ def _build_remote(kind: str, base_spec: Any, adapter_path: Path | None) -> Remot
         endpoint=base_spec.endpoint,
         worker=worker,
     )
-    return build(spec)
+    try:
+        return build(spec)
+    except EnvError as exc:
+        raise spec_validation_error(str(exc)) from exc

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dlm_sway.backends.dummy import DummyDifferentialBackend, DummyResponses
+from swayworker.dummy import DummyBackend
 
 
 def canned() -> tuple[DummyResponses, DummyResponses]:
@@ -34,6 +35,17 @@ class SwayDummy(DummyDifferentialBackend):
         base, ft = canned()
         super().__init__(base=base, ft=ft)
         self.seen_base = base_spec.base
+
+
+class ToyModel(DummyBackend):
+    """A well-formed model (the dummy worker's toy) written as a user class.
+
+    Unlike sway's canned dummy, its derived views are real distributions, so
+    the custom worker serving it must pass the whole conformance kit.
+    """
+
+    def __init__(self, *, base_spec: Any, adapter_path: Any) -> None:
+        super().__init__()
 
 
 class _View:

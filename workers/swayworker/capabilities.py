@@ -95,10 +95,30 @@ def model_info_of(backend: Any, spec: pb.ModelSpec | None) -> pb.ModelInfo:
     )
 
 
+INSTALLED_FRAMEWORKS = (
+    "grpcio",
+    "protobuf",
+    "numpy",
+    "dlm-sway",
+    "torch",
+    "transformers",
+    "peft",
+    "tokenizers",
+    "mlx",
+    "mlx-lm",
+)
+"""Distributions reported as installed in the worker's environment.
+
+Read from package metadata (nothing is imported), so a worker reports its
+env's versions before any Load (``swayhost workers`` shows them); after Load
+the backend's own ``framework_versions()`` (what it really imported) wins.
+"""
+
+
 def framework_versions_of(backend: Any) -> dict[str, str]:
-    """The backend's own frameworks plus the SDK's, as installed here."""
+    """The frameworks installed here, overridden by the backend's own once loaded."""
     versions = {"python": platform.python_version()}
-    for dist in ("grpcio", "protobuf", "numpy", "dlm-sway"):
+    for dist in INSTALLED_FRAMEWORKS:
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

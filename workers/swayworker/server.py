@@ -9,6 +9,7 @@ backend is closed and the socket folder removed.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -57,13 +59,17 @@ def serve(
     loader: Loader | None = None,
     worker_kind: str = "python",
     max_workers: int = 8,
+    warmup: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``backend`` (or the one ``loader`` builds on Load) until told to stop.
 
     ``backend`` is any object satisfying sway's ``DifferentialBackend``
     protocol, optionally the scalable / null-calibrated / preflight ones too;
-    the worker advertises exactly what it finds. This function does not
-    return normally: it exits the process when serving ends.
+    the worker advertises exactly what it finds. ``warmup`` (e.g. importing
+    the framework) runs before the handshake line, so a worker that has
+    shaken hands loads at once: the host's standby worker relies on that.
+    This function does not return normally: it exits the process when
+    serving ends.
     """
     if backend is None and loader is None:
         raise TypeError("serve() needs a backend object or a loader")
@@ -71,6 +77,7 @@ def serve(
     if os.environ.get(MAGIC_COOKIE_KEY) != MAGIC_COOKIE_VALUE:
         sys.stderr.write(NOT_A_PROGRAM.format(key=MAGIC_COOKIE_KEY))
         sys.exit(1)
+    faulthandler.enable()  # a segfault leaves its traceback in the host's stderr tail
 
     stop = threading.Event()
     socket_dir = Path(tempfile.mkdtemp(prefix="swayworker-"))  # mode 0700
@@ -98,9 +105,12 @@ def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda s, f: _stop(f"signal {signal.Signals(s).name}"))
         lifeline.watch_parent(_stop)
+        if warmup is not None:
+            _warm_up(warmup, stop)
         handshake = Handshake(CORE_PROTOCOL_VERSION, PROTOCOL_VERSION, "unix", str(socket_path))
-        sys.stdout.write(handshake.format() + "\n")
-        sys.stdout.flush()
+        if not stop.is_set():
+            sys.stdout.write(handshake.format() + "\n")
+            sys.stdout.flush()
         while not stop.wait(0.25):
             pass
         health_servicer.enter_graceful_shutdown()
@@ -113,6 +123,21 @@ def serve(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _warm_up(warmup: Callable[[], None], stop: threading.Event) -> None:
+    """Run ``warmup`` on a thread, so the main thread still stops when the host goes away."""
+
+    def run() -> None:
+        try:
+            warmup()
+        except Exception as exc:  # Load reports the real problem, with its own error
+            log.debug("warm-up failed: %s", exc)
+
+    thread = threading.Thread(target=run, name="warmup", daemon=True)
+    thread.start()
+    while thread.is_alive() and not stop.is_set():
+        thread.join(0.1)
 
 
 def _configure_logging(worker_kind: str) -> None:

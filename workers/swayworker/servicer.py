@@ -72,10 +72,10 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             worker_kind=self._worker_kind,
             runtime=caps.runtime_info(os.getpid()),
             framework_versions=caps.framework_versions_of(backend),
+            limits=caps.limits_of(backend),  # the message limit holds before Load too
         )
         if backend is not None:
             response.capabilities.CopyFrom(caps.capabilities_of(backend))
-            response.limits.CopyFrom(caps.limits_of(backend))
             response.model.CopyFrom(caps.model_info_of(backend, self._spec))
             response.safe_for_concurrent_views = bool(
                 getattr(backend, "safe_for_concurrent_views", False)
@@ -109,19 +109,21 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             _validate(decoded.op, backend)
             with self._serialised(backend), self._enter(backend, decoded.view) as view:
                 value = _run_one(view, decoded.op)
-            return result_to_proto(decoded.op, value)
+            return result_to_proto(decoded.op, value, max_top_k=_max_top_k(backend))
         except Exception as exc:
             _fail(context, exc)
             raise  # unreachable: _fail aborts
 
     def ScoreBatch(self, request: pb.ScoreBatchRequest, context: grpc.ServicerContext) -> Any:
         outcomes = self.score_many(list(request.requests))
+        max_top_k = _max_top_k(self._backend)
         items = []
         for outcome, op in outcomes:
             if isinstance(outcome, BaseException) or op is None:
                 items.append(pb.ScoreBatchItem(error=classify(outcome).to_proto()))
             else:
-                items.append(pb.ScoreBatchItem(result=result_to_proto(op, outcome)))
+                result = result_to_proto(op, outcome, max_top_k=max_top_k)
+                items.append(pb.ScoreBatchItem(result=result))
         return pb.ScoreBatchResponse(items=items)
 
     def score_many(self, messages: list[pb.ScoreRequest]) -> list[tuple[Outcome, Op | None]]:
@@ -235,6 +237,11 @@ def _fail(context: grpc.ServicerContext, exc: BaseException) -> None:
     if error.reason == pb.ERROR_REASON_INTERNAL:
         log.error("internal error", exc_info=exc)
     error.abort(context)
+
+
+def _max_top_k(backend: Any) -> int:
+    """The cap the backend advertises on ``top_k`` (0: none)."""
+    return int(getattr(backend, "max_top_k", 0) or 0)
 
 
 def _validate(op: Op, backend: Any) -> None:

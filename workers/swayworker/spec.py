@@ -10,9 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from swayplugin.v1 import backend_pb2 as pb
+
+
+class ModelSpecLike(Protocol):
+    """The fields of sway's ``ModelSpec`` the built-in model backends read."""
+
+    @property
+    def base(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def trust_remote_code(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

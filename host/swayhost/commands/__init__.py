@@ -9,9 +9,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from swayhost.commands import demo, describe
+from swayhost.commands import conformance, demo, describe, env, stats, workers
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-COMMANDS: list[Register] = [demo.register, describe.register]
+COMMANDS: list[Register] = [
+    demo.register,
+    describe.register,
+    conformance.register,
+    env.register,
+    workers.register,
+    stats.register,
+]
 """Registration order is the order ``swayhost --help`` lists them."""

@@ -12,6 +12,8 @@ Options (``ModelSpec.options`` / ``WorkerOptions.options``):
   ``protocols``: comma list among ``scalable,null,preflight`` to keep (all by default)
   ``nan_ft``: ``1`` makes the fine-tuned view produce NaN (fails preflight)
   ``crash_on``: a prompt that kills the worker process (for recovery tests)
+  ``hang_on``: a prompt whose call never returns (the worker still answers health checks)
+  ``sleep_ms``: milliseconds every operation takes, like a slow model
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import hashlib
 import math
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -52,6 +56,23 @@ def _log_softmax(logits: NDArray[np.float64]) -> NDArray[np.float64]:
     return shifted - math.log(float(np.exp(shifted).sum()))
 
 
+class _Faults:
+    """The misbehaviour asked for in the options, applied once per operation."""
+
+    def __init__(self, options: dict[str, str]) -> None:
+        self.crash_on = options.get("crash_on") or None
+        self.hang_on = options.get("hang_on") or None
+        self.sleep_s = float(options.get("sleep_ms") or 0) / 1000.0
+
+    def apply(self, prompt: str) -> None:
+        if prompt == self.crash_on:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if prompt == self.hang_on:
+            threading.Event().wait()
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+
+
 class _View:
     """One view: base logits plus ``delta_scale`` adapter delta plus noise."""
 
@@ -61,13 +82,13 @@ class _View:
         delta_scale: float,
         noise: tuple[int, float] | None,
         nan: bool,
-        crash_on: str | None,
+        faults: _Faults,
     ) -> None:
         self.id = view_id
         self._delta_scale = delta_scale
         self._noise = noise
         self._nan = nan
-        self._crash_on = crash_on
+        self._faults = faults
 
     def _logprobs(self, context: tuple[int, ...]) -> np.ndarray:
         if self._nan:
@@ -83,8 +104,6 @@ class _View:
         return _log_softmax(logits)
 
     def _check(self, prompt: str) -> list[int]:
-        if self._crash_on is not None and prompt == self._crash_on:
-            os.kill(os.getpid(), signal.SIGKILL)
         ids = tokenize(prompt)
         if len(ids) > MAX_PROMPT_TOKENS:
             raise ValueError(
@@ -93,6 +112,7 @@ class _View:
         return ids
 
     def logprob_of(self, prompt: str, completion: str) -> float:
+        self._faults.apply(prompt)
         prompt_ids = self._check(prompt)
         full = self._check(prompt + completion)
         if len(full) <= len(prompt_ids):
@@ -106,6 +126,7 @@ class _View:
         )
 
     def rolling_logprob(self, text: str) -> Any:
+        self._faults.apply(text)
         ids = self._check(text)
         lps = np.array(
             [self._logprobs(tuple(ids[:t]))[ids[t]] for t in range(1, len(ids))], dtype=np.float32
@@ -118,6 +139,7 @@ class _View:
         )
 
     def next_token_dist(self, prompt: str, *, top_k: int = 256) -> Any:
+        self._faults.apply(prompt)
         lp = self._logprobs(tuple(self._check(prompt)))
         k = min(top_k, len(VOCAB))
         order = np.argsort(-lp, kind="stable")[:k]
@@ -139,6 +161,7 @@ class _View:
         top_p: float = 1.0,
         seed: int = 0,
     ) -> str:
+        self._faults.apply(prompt)
         ids = self._check(prompt)
         rng = np.random.default_rng(seed)
         out: list[str] = []
@@ -170,7 +193,7 @@ class DummyBackend:
     def __init__(self, options: dict[str, str] | None = None) -> None:
         opts = options or {}
         self._nan_ft = opts.get("nan_ft") == "1"
-        self._crash_on = opts.get("crash_on") or None
+        self._faults = _Faults(opts)
         self._active: str | None = None
 
     def cache_identity(self) -> str:
@@ -190,14 +213,14 @@ class DummyBackend:
             self._active = None
 
     def as_base(self) -> Any:
-        return self._view("base", _View("base", 0.0, None, False, self._crash_on))
+        return self._view("base", _View("base", 0.0, None, False, self._faults))
 
     def as_finetuned(self) -> Any:
-        return self._view("ft", _View("ft", 1.0, None, self._nan_ft, self._crash_on))
+        return self._view("ft", _View("ft", 1.0, None, self._nan_ft, self._faults))
 
     def as_scaled_adapter(self, lam: float) -> Any:
         return self._view(
-            f"scaled({lam})", _View(f"scaled_{lam:.2f}", lam, None, False, self._crash_on)
+            f"scaled({lam})", _View(f"scaled_{lam:.2f}", lam, None, False, self._faults)
         )
 
     def as_null_adapter(
@@ -207,7 +230,7 @@ class DummyBackend:
             raise ValueError(f"rank_scale must be positive and finite; got {rank_scale!r}")
         std = init_scale * math.sqrt(rank_scale)
         return self._view(
-            f"null({seed})", _View(f"null_{seed}", 0.0, (seed, std), False, self._crash_on)
+            f"null({seed})", _View(f"null_{seed}", 0.0, (seed, std), False, self._faults)
         )
 
     def preflight_finite_check(self) -> tuple[bool, str]:

@@ -19,9 +19,24 @@ def load_hf(msg: pb.ModelSpec) -> Any:
             "hf backend requires an adapter path (set `adapter:` on the ft model)"
         )
     from swayworker.hf.backend import HFDifferentialBackend
+    from swayworker.hf.compat import explain
 
-    return HFDifferentialBackend(base_spec=worker_spec.from_proto(msg), adapter_path=adapter)
+    try:
+        return HFDifferentialBackend(base_spec=worker_spec.from_proto(msg), adapter_path=adapter)
+    except ValueError as exc:
+        clearer = explain(exc)
+        if clearer is None:
+            raise
+        raise clearer from exc
+
+
+def import_frameworks() -> None:
+    """Import what Load needs, ahead of it: most of an HF worker's start-up is imports."""
+    import peft  # noqa: F401
+    import transformers
+
+    _ = (transformers.AutoTokenizer, transformers.AutoModelForCausalLM)  # lazy submodules
 
 
 if __name__ == "__main__":
-    serve(loader=load_hf, worker_kind="hf")
+    serve(loader=load_hf, worker_kind="hf", warmup=import_frameworks)

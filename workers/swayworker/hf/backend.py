@@ -27,33 +27,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from swayworker import preflight
 from swayworker.results import RollingLogprob, TokenDist, probe_error
+from swayworker.spec import ModelSpecLike
 
 R = TypeVar("R")
 X = TypeVar("X")
 
 HF_INSTALL_HINT = "pip install 'sway-plugin-host[hf]' (torch, transformers, peft)"
 
-PREFLIGHT_PROMPT = "hello"
-PREFLIGHT_TOP_K = 8
 DEFAULT_MAX_BATCH = 64
-
-
-class ModelSpecLike(Protocol):
-    """The fields of sway's ``ModelSpec`` this backend reads."""
-
-    @property
-    def base(self) -> str: ...
-    @property
-    def dtype(self) -> str: ...
-    @property
-    def device(self) -> str: ...
-    @property
-    def trust_remote_code(self) -> bool: ...
 
 
 def _require_hf() -> tuple[Any, Any, Any]:
@@ -118,7 +105,9 @@ class _Scorer:
     the kernels can differ (about 1e-6 in fp32).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, device: str, max_batch: int) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, device: str, max_batch: int, max_tokens: int = 0
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -127,10 +116,20 @@ class _Scorer:
         self.device = device
         self.pad_token_id = int(tokenizer.pad_token_id)
         self.max_batch = max_batch
+        self.max_tokens = max_tokens
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` through the very call sway makes."""
+        """Token ids of ``text`` through the very call sway makes.
+
+        Longer than the model's context (the advertised max_prompt_tokens) is
+        a bad argument: positions past it are garbage at best, and an index
+        error on the device at worst.
+        """
         ids = self.tokenizer(text, return_tensors="pt").input_ids
+        if self.max_tokens and ids.shape[1] > self.max_tokens:
+            raise ValueError(
+                f"text is {ids.shape[1]} tokens; this model's context holds {self.max_tokens}"
+            )
         return [int(i) for i in ids[0].tolist()]
 
     def run(
@@ -278,6 +277,7 @@ class _Scorer:
     ) -> str:
         """sway's generate: greedy at temperature 0, else seeded sampling."""
         torch = self.torch
+        self.encode(prompt)  # the context-length check
         torch.manual_seed(seed)
         inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         do_sample = temperature > 0.0
@@ -407,7 +407,9 @@ class HFDifferentialBackend:
         self._model: Any = model
         self._config: Any = base_model.config
         self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
-        self._scorer: _Scorer | None = _Scorer(model, tokenizer, self._device, max_batch)
+        self._scorer: _Scorer | None = _Scorer(
+            model, tokenizer, self._device, max_batch, self.max_prompt_tokens
+        )
         self._active: str | None = None
 
     def _tokenizer_source(self) -> str:
@@ -520,23 +522,8 @@ class HFDifferentialBackend:
                         param.copy_(original)
 
     def preflight_finite_check(self) -> tuple[bool, str]:
-        """One small forward pass per view; non-finite logprobs fail the check.
-
-        A NaN-weighted adapter would otherwise score garbage for hours; this
-        catches it before the first probe, with sway's wording.
-        """
-        try:
-            with self.as_base() as view:
-                base = view.next_token_dist(PREFLIGHT_PROMPT, top_k=PREFLIGHT_TOP_K)
-            with self.as_finetuned() as view:
-                ft = view.next_token_dist(PREFLIGHT_PROMPT, top_k=PREFLIGHT_TOP_K)
-        except Exception as exc:
-            return False, f"preflight forward pass raised {type(exc).__name__}: {exc}"
-        for label, dist in (("base", base), ("ft", ft)):
-            verdict = _finite_verdict(label, dist)
-            if verdict:
-                return False, verdict
-        return True, ""
+        """One small forward pass per view; non-finite logprobs fail the check (sway's)."""
+        return preflight.check_base_and_ft(self)
 
     def close(self) -> None:
         """Drop the model and free accelerator memory; safe to call twice."""
@@ -587,22 +574,6 @@ def _check_max_batch(value: int) -> int:
     if value < 1:
         raise ValueError(f"max_batch must be at least 1; got {value!r}")
     return value
-
-
-def _finite_verdict(label: str, dist: Any) -> str:
-    """sway's preflight message for a non-finite distribution, '' when finite."""
-    n_bad = int((~np.isfinite(dist.logprobs)).sum())
-    if n_bad > 0:
-        return (
-            f"{label} view produced {n_bad}/{dist.logprobs.size} non-finite "
-            f"logprob(s) on prompt {PREFLIGHT_PROMPT!r} — adapter is "
-            f"likely broken (NaN/inf weights). sway refuses to score a model "
-            f"producing non-finite outputs."
-        )
-    tail = dist.tail_logprob
-    if tail is not None and not math.isfinite(tail):
-        return f"{label} view produced non-finite tail_logprob = {tail}"
-    return ""
 
 
 __all__ = ["HFDifferentialBackend", "HFView"]

@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,14 +100,25 @@ class TinyModel:
         }
 
 
-def build_tiny_model(out_dir: Path) -> TinyModel:
-    """Build the tiny model under ``out_dir``, or return the build already there.
+TokenizerMaker = Callable[[Path], Any]
+"""Writes a tokenizer's files into a model directory and returns the tokenizer."""
 
-    A build counts as complete only when its marker exists; the marker is the
-    last file written and reaches its final directory through an atomic
-    rename together with everything else.
+
+def build_tiny_model(out_dir: Path) -> TinyModel:
+    """Build the tiny model under ``out_dir``, or return the build already there."""
+    return build_variant(out_dir, f"tiny-llama-v{RECIPE_VERSION}", _bpe_tokenizer_into)
+
+
+def build_variant(out_dir: Path, name: str, make_tokenizer: TokenizerMaker) -> TinyModel:
+    """Build the tiny recipe with another tokenizer under ``out_dir/name``.
+
+    Variants share everything but the tokenizer (the SentencePiece one in
+    ``swayworker.hf.tiny_spm`` exists because llama.cpp's converter needs
+    it). A build counts as complete only when its marker exists; the marker
+    is the last file written and reaches its final directory through an
+    atomic rename together with everything else.
     """
-    root = Path(out_dir).resolve() / f"tiny-llama-v{RECIPE_VERSION}"
+    root = Path(out_dir).resolve() / name
     if (root / MARKER).is_file():
         return _layout(root)
     if root.exists():
@@ -114,7 +126,7 @@ def build_tiny_model(out_dir: Path) -> TinyModel:
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root.parent))
     try:
-        _build_into(_layout(staging))
+        _build_into(_layout(staging), make_tokenizer)
         (staging / MARKER).write_text(json.dumps({"recipe_version": RECIPE_VERSION}) + "\n")
         _publish(staging, root)
     finally:
@@ -139,7 +151,7 @@ def _publish(staging: Path, root: Path) -> None:
             raise
 
 
-def _build_into(paths: TinyModel) -> None:
+def _build_into(paths: TinyModel, make_tokenizer: TokenizerMaker) -> None:
     """Build on one thread, restoring the caller's thread count afterwards.
 
     The matrices are too small to gain from more threads; on a busy machine
@@ -152,17 +164,17 @@ def _build_into(paths: TinyModel) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _build_seeded(paths)
+        _build_seeded(paths, make_tokenizer)
     finally:
         torch.set_num_threads(threads)
 
 
-def _build_seeded(paths: TinyModel) -> None:
+def _build_seeded(paths: TinyModel, make_tokenizer: TokenizerMaker) -> None:
     import torch
 
     torch.manual_seed(SEED)
-    tokenizer = _train_tokenizer()
-    _save_tokenizer(tokenizer, paths.base_dir)
+    paths.base_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer(paths.base_dir)
     model = _make_base_model(tokenizer)
     _train(model, _chunks(tokenizer, CORPUS), BASE_TRAIN_STEPS, lr=3e-3)
     model.save_pretrained(paths.base_dir)
@@ -170,6 +182,12 @@ def _build_seeded(paths: TinyModel) -> None:
     _train(peft_model, _chunks(tokenizer, ADAPTER_TEXT), ADAPTER_TRAIN_STEPS, lr=1e-2)
     peft_model.save_pretrained(paths.adapter_dir)
     _write_nan_copy(paths.adapter_dir, paths.nan_adapter_dir)
+
+
+def _bpe_tokenizer_into(directory: Path) -> Any:
+    tokenizer = _train_tokenizer()
+    _save_tokenizer(tokenizer, directory)
+    return tokenizer
 
 
 def _train_tokenizer() -> Any:

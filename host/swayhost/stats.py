@@ -1,0 +1,108 @@
+"""What recovery did for a backend: counters, events, and their snapshot.
+
+Every recovery event (a crash, a restart, a retry, a hang, a poison input)
+is logged under ``swayhost``, counted, and handed to an optional sink (the
+journal, which keeps them for ``swayhost stats``), all in one place so the
+three can never disagree. ``RemoteBackend.stats()`` returns a
+``BackendStats`` snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("swayhost")
+
+EventSink = Callable[[str, str, str], None]
+"""Called as ``sink(kind, worker, message)`` for every event."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """A snapshot of one backend's scoring and recovery counters."""
+
+    worker: str
+    pid: int
+    """The pid of the worker serving now."""
+    workers_started: int
+    """1 for the first worker, plus one per successful restart."""
+    computed: int
+    """Scoring requests the worker answered in this process."""
+    journal_hits: int
+    """Scoring requests served from the journal without asking the worker."""
+    crashes: int
+    """Times the worker died, hung or dropped its connection."""
+    restarts: int
+    """Restart attempts (a failed start counts too)."""
+    retries: int
+    """Calls sent again after their worker died under them."""
+    hangs: int
+    """Workers killed for not answering: a missed deadline or failed health checks."""
+    health_check_failures: int
+    poison_inputs: int
+    """Calls failed alone because they killed their worker every time."""
+    standby_ready: bool
+    """A warmed-up spare worker is waiting (``RecoveryPolicy.standby``)."""
+    last_exit_cause: str
+    """How the last worker ended, or "" when none has."""
+    last_restart_s: float | None
+    """Seconds the last restart took (start, handshake, Load)."""
+
+    def summary(self) -> str:
+        """One line for logs and the end of a run."""
+        return (
+            f"worker {self.worker}: {self.computed} computed, {self.journal_hits} from the "
+            f"journal; {self.crashes} crashes, {self.restarts} restarts, {self.retries} retries, "
+            f"{self.hangs} hangs, {self.poison_inputs} poison inputs"
+        )
+
+
+class StatsRecorder:
+    """Thread-safe counters plus event logging for one backend."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self.sink: EventSink | None = None
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.last_exit_cause = ""
+        self.last_restart_s: float | None = None
+
+    def add(self, counter: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[counter] += n
+
+    def event(self, kind: str, level: int, message: str) -> None:
+        """Count ``kind``, log ``message`` and pass it to the sink."""
+        self.add(kind)
+        log.log(level, "%s", message)
+        sink = self.sink
+        if sink is not None:
+            try:
+                sink(kind, self.worker, message)
+            except Exception:  # a full disk must not turn recovery into a crash
+                log.exception("could not record a %s event in the journal", kind)
+
+    def snapshot(self, *, pid: int, standby_ready: bool) -> BackendStats:
+        with self._lock:
+            c = dict(self._counts)
+        return BackendStats(
+            worker=self.worker,
+            pid=pid,
+            workers_started=1 + c.get("restarted", 0),
+            computed=c.get("computed", 0),
+            journal_hits=c.get("journal_hit", 0),
+            crashes=c.get("crash", 0),
+            restarts=c.get("restart", 0),
+            retries=c.get("retry", 0),
+            hangs=c.get("hang", 0),
+            health_check_failures=c.get("health_check_failure", 0),
+            poison_inputs=c.get("poison", 0),
+            standby_ready=standby_ready,
+            last_exit_cause=self.last_exit_cause,
+            last_restart_s=self.last_restart_s,
+        )
