@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import swayhost
 from swayhost import ModelSpec, RecoveryPolicy, WorkerOptions
@@ -39,10 +41,25 @@ process_alive = pid_alive
 
 
 def spawn_dummy(
-    *, recovery: RecoveryPolicy | None = None, journal: Path | None = None, **options: str
+    *,
+    recovery: RecoveryPolicy | None = None,
+    journal: Path | None = None,
+    cache_bytes: int = 0,
+    dynamic_batching: bool = True,
+    **options: str,
 ) -> swayhost.RemoteBackend:
-    """A real dummy worker process, with ``options`` passed to its Load."""
-    worker = WorkerOptions(options=options, recovery=recovery or RecoveryPolicy(), journal=journal)
+    """A real dummy worker process, with ``options`` passed to its Load.
+
+    The result cache is off unless asked for: recovery and journal tests
+    repeat a request precisely so that it reaches the worker again.
+    """
+    worker = WorkerOptions(
+        options=options,
+        recovery=recovery or RecoveryPolicy(),
+        journal=journal,
+        cache_bytes=cache_bytes,
+        dynamic_batching=dynamic_batching,
+    )
     return swayhost.spawn(ModelSpec(kind="dummy", base="toy", worker=worker))
 
 
@@ -123,3 +140,20 @@ def require_node() -> None:
         pytest.skip("node is not on PATH")
     if not (NODE_WORKER.parent / "node_modules" / "@grpc" / "grpc-js").is_dir():
         pytest.fail("the Node worker's packages are missing: run `make node-worker`")
+
+
+def listens_on_loopback_only(pid: int) -> bool:
+    """Whether every listening inet socket of ``pid`` is on loopback (and it has at least one).
+
+    gRPC binds IPv4 loopback as ``::ffff:127.0.0.1`` on a dual-stack socket;
+    that counts as loopback too.
+    """
+    listening = [
+        c.laddr.ip
+        for c in psutil.Process(pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    addresses = [ipaddress.ip_address(ip) for ip in listening]
+    return bool(addresses) and all(
+        (getattr(a, "ipv4_mapped", None) or a).is_loopback for a in addresses
+    )

@@ -1,10 +1,12 @@
-"""Session fixtures for llama.cpp: its server in a cached env, and GGUFs of the tiny model.
+"""Session fixtures for llama.cpp: its server in a provisioned env, and GGUFs of the tiny model.
 
-``llama_cpp`` builds llama-cpp-python[server] from its sdist once per
-machine (minutes of C++; multimodal support switched off, it is not
-needed) in a cached venv (``tests.cached_venv``), and keeps the sdist's
-GGUF converter (``vendor/llama.cpp``: ``convert_hf_to_gguf.py`` with its
-``gguf-py`` and ``conversion`` packages) next to it.
+``llama_cpp`` is llama-cpp-python[server] in an env of its own
+(``swayhost.envs``), compiled from its sdist on first use (minutes of C++;
+multimodal support switched off through ``CMAKE_ARGS``, it is not needed)
+and reused afterwards, plus the GGUF converter that only that sdist ships
+(``vendor/llama.cpp``: ``convert_hf_to_gguf.py`` with its ``gguf-py`` and
+``conversion`` packages), extracted once into the host's cache folder.
+``llama_server`` runs that server on a GGUF, on loopback.
 
 ``spm_tiny_model`` is the tiny Llama with a SentencePiece tokenizer (the
 converter refuses the byte-level BPE one); ``spm_ggufs`` converts its base
@@ -19,16 +21,27 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from swayhost import envs
+from swayhost.paths import cache_dir
 from swayworker.hf.tiny import TinyModel
 from swayworker.hf.tiny_spm import build_spm_tiny_model
 
-from tests.cached_venv import cached_venv, pip_install
+from tests.servers import free_port, running_server
 
-LLAMA_CPP = "llama-cpp-python==0.3.36"
+LLAMA_CPP_VERSION = "0.3.36"
+LLAMA_ENV = envs.EnvSpec(
+    requirements=(f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}",),
+    install_env={"CMAKE_ARGS": "-DLLAVA_BUILD=OFF"},
+    timeout=1800.0,  # the compile alone takes about 7 minutes on 2 cores
+    name="llama-cpp-tests",
+)
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "gguf-py", "conversion")
 
 
@@ -44,18 +57,34 @@ class Ggufs:
     ft: Path  # the base with the LoRA adapter merged in
 
 
-def _install(python: Path, env_dir: Path) -> None:
-    sdist_dir = env_dir / "sdist"
-    download = ["pip", "download", "-q", "--no-deps", "--no-binary", ":all:", LLAMA_CPP]
-    subprocess.run([str(python), "-m", *download, "-d", str(sdist_dir)], check=True)
-    (sdist,) = sdist_dir.glob("*.tar.gz")
-    _extract_converter(sdist, env_dir / "llama.cpp")
-    build_env = {
-        "CMAKE_ARGS": "-DLLAVA_BUILD=OFF",
-        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
-    }
-    pip_install(python, f"{sdist}[server]", env=build_env)
-    shutil.rmtree(sdist_dir)  # 77 MB, no longer needed
+@pytest.fixture(scope="session")
+def llama_cpp() -> LlamaCpp:
+    return LlamaCpp(python=envs.ensure(LLAMA_ENV), converter=_converter())
+
+
+def _converter() -> Path:
+    """The converter from the server's sdist, downloaded and extracted on first use.
+
+    It is extracted into a staging folder and renamed into place, so the
+    folder exists only whole; a process that loses the race to another
+    keeps the winner's.
+    """
+    folder = cache_dir() / "llama-cpp-converter" / LLAMA_CPP_VERSION
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=folder.parent) as staging:
+        download = ["download", "-q", "--no-deps", "--no-binary", ":all:", "-d", staging]
+        sdist_of = f"llama-cpp-python=={LLAMA_CPP_VERSION}"
+        subprocess.run([sys.executable, "-m", "pip", *download, sdist_of], check=True)
+        (sdist,) = Path(staging).glob("*.tar.gz")
+        _extract_converter(sdist, Path(staging) / "converter")
+        try:
+            os.rename(Path(staging) / "converter", folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+    return folder
 
 
 def _extract_converter(sdist: Path, into: Path) -> None:
@@ -67,10 +96,20 @@ def _extract_converter(sdist: Path, into: Path) -> None:
                 archive.extract(member, into, filter="data")
 
 
-@pytest.fixture(scope="session")
-def llama_cpp() -> LlamaCpp:
-    python = cached_venv("llama-cpp", (LLAMA_CPP, "server", "-DLLAVA_BUILD=OFF"), _install)
-    return LlamaCpp(python=python, converter=python.parent.parent / "llama.cpp")
+@contextmanager
+def llama_server(llama_cpp: LlamaCpp, gguf: Path, log: Path) -> Iterator[str]:
+    """The root URL of llama.cpp's server on ``gguf``, on loopback, with echo and logprobs."""
+    port = free_port()
+    argv = [str(llama_cpp.python), "-m", "llama_cpp.server", "--model", str(gguf)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "256", "--logits_all", "true"]
+    # An fp32 KV cache (ggml type 0): the default fp16 one alone moves logprobs by ~3e-3.
+    argv += ["--type_k", "0", "--type_v", "0"]
+    # One token per batch: the server reuses the KV cache of the prefix a prompt shares with
+    # the previous request, and other batch splits change the last bits; token by token, an
+    # answer does not depend on what was asked before (as the kit's restart check requires).
+    argv += ["--n_batch", "1"]
+    with running_server(argv, port=port, log=log) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

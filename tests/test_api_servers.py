@@ -19,8 +19,7 @@ worker's from the second token on.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
+from contextlib import ExitStack
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,8 +30,7 @@ from swayhost import ModelSpec, WorkerOptions
 from swayhost.errors import UnsupportedCapabilityError
 from swayworker.hf.tiny import TinyModel
 
-from tests.llamacpp_fixtures import Ggufs, LlamaCpp
-from tests.servers import free_port, running_server
+from tests.llamacpp_fixtures import Ggufs, LlamaCpp, llama_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -60,18 +58,6 @@ def api_spec(url: str, model: str, **options: str) -> ModelSpec:
 
 
 # -- mlx_lm.server -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mlx_server(
-    mlx_python: Path, tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    port = free_port()
-    argv = [str(mlx_python), "-m", "mlx_lm.server", "--model", str(tiny_model.base_dir)]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
-    log = tmp_path_factory.mktemp("mlx-server") / "server.log"
-    with running_server(argv, port=port, log=log) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -116,17 +102,6 @@ def test_mlx_lm_server_matches_the_hf_worker(mlx_api: Any, hf_bpe: Any) -> None:
 
 
 # -- llama.cpp ------------------------------------------------------------------
-
-
-@contextmanager
-def llama_server(llama_cpp: LlamaCpp, gguf: Path, log: Path) -> Iterator[str]:
-    port = free_port()
-    argv = [str(llama_cpp.python), "-m", "llama_cpp.server", "--model", str(gguf)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "256", "--logits_all", "true"]
-    # An fp32 KV cache (ggml type 0): the default fp16 one alone moves logprobs by ~3e-3.
-    argv += ["--type_k", "0", "--type_v", "0"]
-    with running_server(argv, port=port, log=log) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """The conformance kit (``swayhost conformance``): our workers pass it, broken ones fail it.
 
 Every run is the real CLI against real worker processes, and the assertions
-read its ``--json`` report, the form CI and scripts consume.
+read its ``--json`` report, the form CI and scripts consume. The MLX worker
+runs in its provisioned env, the API worker against llama.cpp's server
+started here on loopback (echo + logprobs: every operation).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from swayhost.conformance import report
 from swayhost.conformance.checks import CHECKS
 from swayhost.conformance.result import CheckResult, Report
 from swayworker.hf.tiny import TinyModel
+from swayworker.hf.tiny_spm import SPM_VOCAB_SIZE
 
 from tests.helpers import FAKE_WORKERS, plugin_pythonpath, require_node
+from tests.llamacpp_fixtures import Ggufs, LlamaCpp, llama_server
 from tests.plugins.node_backend import NODE_WORKER
 
 ALL_CHECKS = [check.name for check in CHECKS]
@@ -120,6 +124,66 @@ def test_hf_worker_conforms(tiny_model: TinyModel) -> None:
     assert_conforms(run, skipped={"unimplemented"})
     # The worker enforces the context length it advertises.
     assert "(limit 256 tokens)" in run.detail("error:oversized-prompt")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a first run builds the MLX env
+def test_mlx_worker_conforms(tiny_model: TinyModel, mlx_python: Path, tmp_path: Path) -> None:
+    run = conformance(
+        "--kind",
+        "mlx",
+        "--base",
+        str(tiny_model.base_dir),
+        "--adapter",
+        str(tiny_model.adapter_dir),
+        "--spec-json",
+        '{"dtype": "fp32", "device": "cpu"}',
+        "--option",
+        f"adapter_cache_dir={tmp_path}",
+        "--",
+        str(mlx_python),
+        "-m",
+        "swayworker.mlx",
+    )
+    assert_conforms(run, skipped={"unimplemented"})
+    assert run.report["worker_kind"] == "mlx"
+    # The kit caught it computing past the context it advertises; now it refuses.
+    assert "(limit 256 tokens)" in run.detail("error:oversized-prompt")
+
+
+WHOLE_VOCAB_COLLAPSES = (
+    f"base/next_token_dist(top_k={SPM_VOCAB_SIZE}): 235 entries for the whole vocabulary; "
+    f"ft/next_token_dist(top_k={SPM_VOCAB_SIZE}): 235 entries for the whole vocabulary"
+)
+"""llama-cpp-python keys its alternatives by decoded text, so the 256 byte-fallback tokens of
+the SentencePiece vocabulary (decoding to '' or to a one-letter piece's text) collapse: asked
+for all 400, it sends 235 and the rest of the mass is left to the tail. No worker can get the
+lost entries back from such a server; everything else conforms."""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a first run compiles llama.cpp
+def test_api_worker_conforms_against_llama_cpp_but_for_its_text_keyed_top_k(
+    llama_cpp: LlamaCpp, spm_ggufs: Ggufs, tmp_path: Path
+) -> None:
+    with llama_server(llama_cpp, spm_ggufs.base, tmp_path / "server.log") as url:
+        run = conformance(
+            "--kind",
+            "api",
+            "--base",
+            "tiny",
+            "--endpoint",
+            url,
+            "--option",
+            f"vocab_size={SPM_VOCAB_SIZE}",
+        )
+    failures = {c["name"]: c["detail"] for c in run.report["checks"] if c["status"] == "fail"}
+    assert failures == {"distribution": WHOLE_VOCAB_COLLAPSES}, failures
+    # No adapter behind an endpoint: the scaled and null views are not advertised.
+    assert run.named("skip") == {"scaled-endpoints", "error:null-rank-scale"}
+    assert "refused the scaled view, the null view with UNIMPLEMENTED" in run.detail(
+        "unimplemented"
+    )
 
 
 def test_node_worker_conforms() -> None:

@@ -84,6 +84,15 @@ def test_equivalent_specs_share_a_hash_and_labels_do_not_count() -> None:
     assert inherited and all(Path(p).is_dir() for p in inherited)
 
 
+def test_install_env_counts_in_the_hash_when_set() -> None:
+    cuda = EnvSpec(install_env={"CMAKE_ARGS": "-DGGML_CUDA=on", "CC": "gcc"})
+    reordered = EnvSpec(install_env={"CC": "gcc", "CMAKE_ARGS": "-DGGML_CUDA=on"})
+    cpu = EnvSpec(install_env={"CMAKE_ARGS": "-DGGML_CUDA=off", "CC": "gcc"})
+    assert resolve(cuda).digest == resolve(reordered).digest != resolve(cpu).digest
+    # Unset, it is no part of the identity: envs declared before it keep their hash.
+    assert "install_env" not in resolve(EnvSpec()).identity
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -92,6 +101,7 @@ def test_equivalent_specs_share_a_hash_and_labels_do_not_count() -> None:
         ({"installer": "uv", "pip_args": ("--timeout", "2")}, "pip_args are pip's"),
         ({"python": "three"}, "neither a version"),
         ({"installer": "conda"}, "not one of auto, uv, pip"),
+        ({"install_env": {"CMAKE_ARGS=": "-DX=1"}}, "invalid variable name 'CMAKE_ARGS='"),
     ],
 )
 def test_spec_rejects_what_it_cannot_build(fields: dict[str, object], message: str) -> None:
@@ -244,6 +254,19 @@ def test_a_python_path_that_is_no_interpreter(tmp_path: Path, no_worker_starts: 
 
 
 @pytest.mark.slow
+def test_install_env_reaches_the_installer(cache: Path, no_worker_starts: list[str]) -> None:
+    """pip reads PIP_NO_INDEX: set through install_env, it finds no package the host lacks."""
+    spec = EnvSpec(
+        requirements=("six==1.16.0",), inherit=True, install_env={"PIP_NO_INDEX": "1"}, name="nix"
+    )
+    error = _spawn_dummy_in(spec)
+    assert error.reason == "unresolvable", error
+    log = cache / "envs" / ".logs" / f"{resolve(spec).digest}.log"
+    assert "Ignoring indexes" in log.read_text()
+    assert no_worker_starts == []
+
+
+@pytest.mark.slow
 def test_a_build_past_its_timeout_is_stopped(no_worker_starts: list[str]) -> None:
     spec = EnvSpec(requirements=("transformers==4.57.6",), inherit=True, timeout=1.5, name="slow")
     started = time.monotonic()
@@ -295,6 +318,7 @@ def test_config_declares_an_environment(tmp_path: Path) -> None:
         "      inherit: true\n"
         "      find_links: [wheels, 'file:///srv/wheels']\n"
         "      pip_args: [--timeout, '5']\n"
+        "      install_env: {CMAKE_ARGS: -DLLAVA_BUILD=OFF, MAX_JOBS: 2}\n"
         "      timeout: 60\n",
     )
     assert worker_options("hf", path).environment == EnvSpec(
@@ -304,6 +328,7 @@ def test_config_declares_an_environment(tmp_path: Path) -> None:
         inherit=True,
         find_links=(str(tmp_path / "wheels"), "file:///srv/wheels"),
         pip_args=("--timeout", "5"),
+        install_env={"CMAKE_ARGS": "-DLLAVA_BUILD=OFF", "MAX_JOBS": "2"},
         timeout=60.0,
         name="hf",
         origin=f"{path}: workers.hf.environment",

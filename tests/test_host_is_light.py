@@ -1,11 +1,11 @@
-"""The host never imports torch, transformers, peft or mlx."""
+"""The host never imports torch, transformers, peft or mlx; nor ray or cryptography unasked."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "peft", "mlx", "mlx_lm")
+HEAVY = ("torch", "transformers", "peft", "mlx", "mlx_lm", "ray", "cryptography")
 
 PROGRAM = f"""
 import sys

@@ -47,7 +47,7 @@ def hf_backend(tiny: TinyModel, policy: RecoveryPolicy) -> swayhost.RemoteBacken
         adapter=tiny.adapter_dir,
         dtype="fp32",
         device="cpu",
-        worker=WorkerOptions(recovery=policy),
+        worker=WorkerOptions(recovery=policy, cache_bytes=0),  # every call reaches the worker
     )
     return swayhost.build(spec)
 

@@ -8,7 +8,9 @@ transformers, peft or mlx.
 """
 
 from swayhost.build import TwoWorkerDifferential, build, build_two_separate, spawn
+from swayhost.detached import reattach
 from swayhost.errors import (
+    AttachError,
     BackendNotAvailable,
     JournalError,
     PoisonInputError,
@@ -21,27 +23,35 @@ from swayhost.errors import (
 )
 from swayhost.policy import RecoveryPolicy
 from swayhost.proxy import RemoteBackend, RemoteView
+from swayhost.ray.options import RayOptions
+from swayhost.remote import TLSConfig, attach, read_token
 from swayhost.spec import ModelSpec, WorkerOptions
 from swayhost.stats import BackendStats
 
 __all__ = [
+    "AttachError",
     "BackendNotAvailable",
     "BackendStats",
     "JournalError",
     "ModelSpec",
     "PoisonInputError",
+    "RayOptions",
     "RecoveryPolicy",
     "RemoteBackend",
     "RemoteView",
     "RestartBudgetExhausted",
     "SwayHostError",
+    "TLSConfig",
     "TwoWorkerDifferential",
     "UnsupportedCapabilityError",
     "WorkerCrashedError",
     "WorkerError",
     "WorkerOptions",
     "WorkerStartError",
+    "attach",
     "build",
     "build_two_separate",
+    "read_token",
+    "reattach",
     "spawn",
 ]

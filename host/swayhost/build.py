@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 from swayworker.custom import check_entry_point
 
 from swayhost import envs
+from swayhost.endpoint import WorkerEndpoint
 from swayhost.errors import spec_validation_error
 from swayhost.process import WorkerProcess
 from swayhost.proxy import RemoteBackend, make_proxy
@@ -72,9 +73,16 @@ def spawn(spec: ModelSpec) -> RemoteBackend:
     The worker runs under a ``Supervisor`` that restarts it and retries
     calls according to ``spec.worker.recovery``. Unlike ``build`` this applies
     no dispatch rules, so it also starts the dummy worker and any worker
-    command (``spec.worker.command``).
+    command (``spec.worker.command``). ``spec.worker`` says where: a child
+    process (the default), a detached one (``detach``) or a Ray actor
+    (``launcher="ray"``).
     """
-    supervisor = Supervisor(spec, functools.partial(worker_process, spec))
+    return launch(spec, _endpoints(spec))
+
+
+def launch(spec: ModelSpec, new_endpoint: Callable[[], WorkerEndpoint]) -> RemoteBackend:
+    """Supervise the workers ``new_endpoint`` starts or finds, Load ``spec``, return the proxy."""
+    supervisor = Supervisor(spec, new_endpoint)
     description = supervisor.start()
     try:
         backend = make_proxy(supervisor, spec)
@@ -91,11 +99,12 @@ def spawn(spec: ModelSpec) -> RemoteBackend:
     return backend
 
 
-def worker_process(spec: ModelSpec) -> WorkerProcess:
+def worker_process(spec: ModelSpec, log_path: Path | None = None) -> WorkerProcess:
     """The (not yet started) worker process for ``spec``, as ``spawn`` runs it.
 
     Public so tools that drive a worker below the proxy (the conformance kit)
-    start it exactly the way every backend is started.
+    start it exactly the way every backend is started. ``log_path`` starts it
+    detached, logging there.
     """
     options = _with_interpreter(spec.worker)
     return WorkerProcess(
@@ -104,7 +113,28 @@ def worker_process(spec: ModelSpec) -> WorkerProcess:
         env=_merged_env(options),
         cwd=options.cwd,
         startup_timeout=options.startup_timeout,
+        log_path=log_path,
     )
+
+
+def _endpoints(spec: ModelSpec) -> Callable[[], WorkerEndpoint]:
+    """What starts (or finds) the worker for ``spec``, each time the supervisor needs one."""
+    options = spec.worker
+    if options.launcher == "ray":
+        from swayhost.ray.endpoint import RayEndpoint  # only a Ray user pays for the import
+
+        return functools.partial(RayEndpoint.placed, spec)
+    if options.detach:
+        from swayhost.detached import DetachedEndpoint  # it builds on launch(), defined here
+
+        return functools.partial(
+            DetachedEndpoint,
+            options.name or spec.kind,
+            startup_timeout=options.startup_timeout,
+            serves=spec.to_proto(),
+            spawn=functools.partial(worker_process, spec),
+        )
+    return functools.partial(worker_process, spec)
 
 
 class TwoWorkerDifferential:

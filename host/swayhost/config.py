@@ -9,6 +9,9 @@ environment of the worker; this file says it, once per machine::
         python: /envs/hf/bin/python   # interpreter (or venv folder) that runs the hf worker
         env: {HF_HOME: /data/hf}      # extra environment variables for the worker
         startup_timeout: 120          # seconds for start-up and model load
+      mlx:
+        launcher: ray                 # place it in a Ray actor (default: local)
+        ray: {num_gpus: 1, runtime_env: {pip: [mlx-lm]}}   # swayhost.RayOptions fields
       custom:
         environment:                  # or: an env the host provisions, once, cached
           requirements: [transformers==4.57.6]
@@ -16,7 +19,8 @@ environment of the worker; this file says it, once per machine::
 
 ``environment`` keys (see ``swayhost.envs.EnvSpec``): ``requirements``,
 ``extras``, ``python`` (a version or a path), ``inherit``, ``find_links``,
-``index_url``, ``extra_index_urls``, ``pip_args``, ``installer``, ``timeout``.
+``index_url``, ``extra_index_urls``, ``pip_args``, ``install_env``, ``installer``,
+``timeout``.
 
 The file is ``$SWAYHOST_CONFIG`` when set, else
 ``$XDG_CONFIG_HOME/swayhost/config.yaml`` (``~/.config/...``). A missing
@@ -44,7 +48,8 @@ import yaml
 from swayhost.envs import pythons
 from swayhost.envs.spec import INSTALLERS, EnvSpec, normalize_requirement
 from swayhost.errors import ConfigError
-from swayhost.spec import KINDS, WorkerOptions
+from swayhost.ray.options import RayOptions
+from swayhost.spec import KINDS, LAUNCHERS, WorkerOptions
 
 CONFIG_ENV = "SWAYHOST_CONFIG"
 EXAMPLE = "workers: {hf: {python: /envs/hf/bin/python, env: {HF_HOME: /data/hf}}}"
@@ -112,6 +117,13 @@ def _parse_worker(path: Path, key: str, section: Any) -> WorkerOptions:
             "keep one: an existing interpreter (python) or one the host provisions (environment)",
         )
     parsed = {name: _PARSERS[name](path, f"{key}.{name}", value) for name, value in values.items()}
+    if parsed.get("launcher") == "ray" and ("python" in values or "environment" in values):
+        raise _error(
+            path,
+            key,
+            "has launcher: ray with python or environment",
+            "a Ray-placed worker runs in Ray's runtime_env: declare it under ray.runtime_env",
+        )
     options = WorkerOptions(**parsed)
     if options.python is not None:
         _check_interpreter(path, f"{key}.python", options)
@@ -253,6 +265,40 @@ def _env(path: Path, key: str, value: Any) -> dict[str, str]:
     return {str(name): str(item) for name, item in env.items()}
 
 
+def _launcher(path: Path, key: str, value: Any) -> str:
+    if value not in LAUNCHERS:
+        raise _error(path, key, f"unknown launcher {value!r}", f"use one of {', '.join(LAUNCHERS)}")
+    return str(value)
+
+
+def _ray(path: Path, key: str, value: Any) -> RayOptions:
+    """Where Ray places the worker; ``runtime_env`` is Ray's own and passed as written."""
+    values = _mapping(path, key, value)
+    _check_keys(
+        path, f"{key}.", values, ("address", "num_cpus", "num_gpus", "resources", "runtime_env")
+    )
+    parsed: dict[str, Any] = {}
+    for name in ("num_cpus", "num_gpus"):
+        if name in values:
+            parsed[name] = _amount(path, f"{key}.{name}", values[name])
+    if "resources" in values:
+        resources = _mapping(path, f"{key}.resources", values["resources"])
+        parsed["resources"] = {
+            str(k): _amount(path, f"{key}.resources.{k}", v) for k, v in resources.items()
+        }
+    if "runtime_env" in values:
+        parsed["runtime_env"] = dict(_mapping(path, f"{key}.runtime_env", values["runtime_env"]))
+    if "address" in values:
+        parsed["address"] = _text(path, f"{key}.address", values["address"])
+    return RayOptions(**parsed)
+
+
+def _amount(path: Path, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _error(path, key, f"expected a number >= 0, got {value!r}", "write e.g. 1 or 0.5")
+    return float(value)
+
+
 def _timeout(path: Path, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise _error(
@@ -266,6 +312,8 @@ _PARSERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "environment": _environment,
     "env": _env,
     "startup_timeout": _timeout,
+    "launcher": _launcher,
+    "ray": _ray,
 }
 """The keys of a worker section, each with its parser (named as in ``WorkerOptions``)."""
 
@@ -278,6 +326,7 @@ _ENV_PARSERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "index_url": _text,
     "extra_index_urls": _strings,
     "pip_args": _strings,
+    "install_env": _env,
     "installer": _installer,
     "timeout": _timeout,
 }

@@ -23,8 +23,8 @@ from swayplugin.v1 import backend_pb2_grpc as pb_grpc
 from swayworker.errors import ATTRS_KEY, HINT_KEY, REASON_KEY, TYPE_KEY
 from swayworker.protocol import HEALTH_SERVICE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 
+from swayhost.endpoint import WorkerEndpoint
 from swayhost.errors import WorkerCrashedError, WorkerStartError, rebuild_exception
-from swayhost.process import WorkerProcess
 
 log = logging.getLogger("swayhost")
 
@@ -43,7 +43,7 @@ _LIVE: weakref.WeakSet[WorkerConnection] = weakref.WeakSet()
 class WorkerConnection:
     """Start a worker, connect to it, and stop it (Shutdown → SIGTERM → SIGKILL)."""
 
-    def __init__(self, process: WorkerProcess) -> None:
+    def __init__(self, process: WorkerEndpoint) -> None:
         self.process = process
         self.name = process.name
         self._channel: grpc.Channel | None = None
@@ -61,7 +61,7 @@ class WorkerConnection:
         _LIVE.add(self)
         remaining = max(1.0, self.process.startup_timeout - (time.monotonic() - started))
         try:
-            self._channel = grpc.insecure_channel(handshake.grpc_target, options=CHANNEL_OPTIONS)
+            self._channel = self.process.open_channel(CHANNEL_OPTIONS)
             grpc.channel_ready_future(self._channel).result(timeout=remaining)
             self._stub = pb_grpc.DifferentialBackendStub(self._channel)
             self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -94,14 +94,15 @@ class WorkerConnection:
             if self._closed:
                 return
             self._closed = True
-        if self._stub is not None and self.process.alive():
-            try:
-                self._stub.Shutdown(pb.ShutdownRequest(), timeout=2.0)
-            except grpc.RpcError as exc:
-                log.debug("worker %s: Shutdown RPC failed: %s", self.name, exc)
-            if not self.process.wait(3.0):
-                log.warning("worker %s did not exit after Shutdown; sending SIGTERM", self.name)
-        self.process.terminate(grace=2.0)
+        if self.process.owned:  # a worker this host attached to keeps running
+            if self._stub is not None and self.process.alive():
+                try:
+                    self._stub.Shutdown(pb.ShutdownRequest(), timeout=2.0)
+                except grpc.RpcError as exc:
+                    log.debug("worker %s: Shutdown RPC failed: %s", self.name, exc)
+                if not self.process.wait(3.0):
+                    log.warning("worker %s did not exit after Shutdown; sending SIGTERM", self.name)
+            self.process.terminate(grace=2.0)
         if self._channel is not None:
             self._channel.close()
         _LIVE.discard(self)

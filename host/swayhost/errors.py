@@ -25,6 +25,14 @@ class WorkerStartError(SwayHostError):
     """A worker could not be started (bad command, handshake, timeout...)."""
 
 
+class AttachError(WorkerStartError):
+    """A worker reached by address refused this host or could not be reached.
+
+    The message names the address, what went wrong (no listener, TLS
+    handshake, certificate, bearer token) and the fix.
+    """
+
+
 class ConfigError(SwayHostError, ValueError):
     """The host's config file is unreadable or invalid; the message names file, key and fix."""
 

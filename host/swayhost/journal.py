@@ -69,9 +69,13 @@ def request_key(cache_identity: str, request: Request) -> str:
     argument gives another. It is the same in every process and on every
     machine, so it can key in-memory caches as well as this journal.
     """
-    wire = request_to_proto(request).SerializeToString(deterministic=True)
+    return message_key(cache_identity, request_to_proto(request))
+
+
+def message_key(cache_identity: str, message: pb.ScoreRequest) -> str:
+    """``request_key`` of a request already encoded, for callers that send it anyway."""
     digest = hashlib.sha256(f"{KEY_VERSION}\0{cache_identity}\0".encode())
-    digest.update(wire)
+    digest.update(message.SerializeToString(deterministic=True))
     return digest.hexdigest()
 
 

@@ -1,7 +1,10 @@
-"""Where the host keeps what it builds: one cache folder for envs and fixtures.
+"""Where the host keeps what it builds and what it must remember.
 
-``$SWAYHOST_CACHE_DIR`` when set (tests point it at a temporary folder),
-else ``$XDG_CACHE_HOME/sway-plugin-host`` (``~/.cache/sway-plugin-host``).
+The cache (envs, fixtures: rebuildable) is ``$SWAYHOST_CACHE_DIR`` when set
+(tests point it at a temporary folder), else ``$XDG_CACHE_HOME/sway-plugin-host``
+(``~/.cache/sway-plugin-host``). State that cannot be rebuilt (the records of
+detached workers) is ``$SWAYHOST_STATE_DIR``, else
+``$XDG_STATE_HOME/sway-plugin-host`` (``~/.local/state/sway-plugin-host``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import os
 from pathlib import Path
 
 CACHE_ENV = "SWAYHOST_CACHE_DIR"
+STATE_ENV = "SWAYHOST_STATE_DIR"
 
 
 def cache_dir() -> Path:
@@ -18,4 +22,13 @@ def cache_dir() -> Path:
     if explicit:
         return Path(explicit).expanduser()
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root).expanduser() / "sway-plugin-host"
+
+
+def state_dir() -> Path:
+    """The host's state folder (not created here)."""
+    explicit = os.environ.get(STATE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    root = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(root).expanduser() / "sway-plugin-host"

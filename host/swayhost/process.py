@@ -5,6 +5,11 @@ death or ``stop()``, which is how the worker notices an orphaning), reads
 exactly one handshake line from stdout within a start-up timeout, and
 forwards stderr line by line into ``logging`` under the worker's name while
 keeping the last lines for error messages.
+
+A *detached* worker (``log_path`` given) is started to outlive this host:
+its stdin is /dev/null, it is told so (``SWAY_WORKER_DETACHED=1``) and not
+told the host's pid, and its stderr goes to the log file, since nobody may be
+left to read a pipe.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO, Any, NoReturn
 
+import grpc
 from swayworker.protocol import (
+    DETACHED_ENV,
     HOST_PID_ENV,
     MAGIC_COOKIE_KEY,
     MAGIC_COOKIE_VALUE,
@@ -49,6 +57,9 @@ _LEVELS = {
 class WorkerProcess:
     """One worker OS process: start, handshake, stderr forwarding, stop."""
 
+    owned = True
+    """Closing the connection stops the worker: this host started it and nobody else uses it."""
+
     def __init__(
         self,
         argv: Sequence[str],
@@ -57,6 +68,8 @@ class WorkerProcess:
         env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
         startup_timeout: float = 60.0,
+        log_path: Path | None = None,
+        loopback_only: bool = True,
     ) -> None:
         if not argv:
             raise WorkerStartError(f"worker {name!r}: the command is empty")
@@ -65,6 +78,9 @@ class WorkerProcess:
         self.startup_timeout = startup_timeout
         self._env = dict(env) if env is not None else None
         self._cwd = cwd
+        self.log_path = log_path
+        self.loopback_only = loopback_only
+        """False for a worker told to listen on its node's address (mutual TLS, Ray)."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._threads: list[threading.Thread] = []
@@ -76,28 +92,27 @@ class WorkerProcess:
 
     def start(self) -> Handshake:
         """Spawn the worker and return its validated handshake."""
-        env = dict(os.environ if self._env is None else self._env)
-        env.setdefault(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
-        env[HOST_PID_ENV] = str(os.getpid())
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = self._environment(detached=self.log_path is not None)
         try:
-            self._proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                cwd=self._cwd,
-                close_fds=True,
-                start_new_session=True,
-            )
+            with self._stderr_target() as stderr:
+                self._proc = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.PIPE if self.log_path is None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    env=env,
+                    cwd=self._cwd,
+                    close_fds=True,
+                    start_new_session=True,
+                )
         except OSError as exc:
             raise WorkerStartError(
                 f"worker {self.name!r}: cannot run {shlex.join(self.argv)}: {exc}. "
                 "Check the interpreter or command path in the worker's configuration."
             ) from exc
         self._spawn_thread(self._read_stdout, "stdout")
-        self._spawn_thread(self._read_stderr, "stderr")
+        if self.log_path is None:
+            self._spawn_thread(self._read_stderr, "stderr")
         try:
             self.handshake = self._await_handshake()
         except WorkerStartError:
@@ -105,6 +120,51 @@ class WorkerProcess:
             raise
         log.debug("worker %s (pid %d) listening on %s", self.name, self.pid, self.handshake.address)
         return self.handshake
+
+    def run_in_place(self, extra_env: Mapping[str, str]) -> NoReturn:
+        """Become the worker (exec), detached: a service is its own process, nobody's child.
+
+        Signals then reach the worker itself, and its pid is the one a
+        service manager started.
+        """
+        env = self._environment(detached=True) | dict(extra_env)
+        if self._cwd is not None:
+            os.chdir(self._cwd)
+        try:
+            os.execvpe(self.argv[0], self.argv, env)
+        except OSError as exc:
+            raise WorkerStartError(
+                f"worker {self.name!r}: cannot run {shlex.join(self.argv)}: {exc}"
+            ) from exc
+
+    def _environment(self, *, detached: bool) -> dict[str, str]:
+        """The worker's variables: the cookie, and either the host's pid or the detached flag."""
+        env = dict(os.environ if self._env is None else self._env)
+        env.setdefault(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if detached:
+            env[DETACHED_ENV] = "1"
+            env.pop(HOST_PID_ENV, None)
+        else:
+            env[HOST_PID_ENV] = str(os.getpid())
+            env.pop(DETACHED_ENV, None)
+        return env
+
+    @contextlib.contextmanager
+    def _stderr_target(self) -> Iterator[int | IO[bytes]]:
+        """A pipe to forward, or, detached, the log file (ours closed once the child has it)."""
+        if self.log_path is None:
+            yield subprocess.PIPE
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log_file:
+            yield log_file
+
+    def open_channel(self, options: list[tuple[str, Any]]) -> grpc.Channel:
+        """A plaintext channel: the socket is private to this user (0600 in a 0700 folder)."""
+        assert self.handshake is not None, "start() the worker first"
+        return grpc.insecure_channel(self.handshake.grpc_target, options=options)
 
     def _spawn_thread(self, target: Callable[[], None], stream: str) -> None:
         thread = threading.Thread(
@@ -131,7 +191,7 @@ class WorkerProcess:
                 )
             if line:
                 try:
-                    return parse_handshake(line)
+                    return parse_handshake(line, loopback_only=self.loopback_only)
                 except HandshakeError as exc:
                     raise WorkerStartError(
                         f"worker {self.name!r} printed an invalid handshake line: {exc}. "
@@ -196,13 +256,12 @@ class WorkerProcess:
         return f"code {code}"
 
     def stderr_tail(self, lines: int = 20) -> list[str]:
+        if self.log_path is not None:
+            return log_tail(self.log_path, lines)
         return list(self._stderr_tail)[-lines:]
 
     def stderr_excerpt(self, lines: int = 20) -> str:
-        tail = self.stderr_tail(lines)
-        if not tail:
-            return ""
-        return "\nLast stderr lines:\n  " + "\n  ".join(tail)
+        return excerpt(self.stderr_tail(lines))
 
     # -- stop --------------------------------------------------------------
 
@@ -252,6 +311,29 @@ class WorkerProcess:
             if stream is not None:
                 stream.close()
         if self.handshake is not None and self.handshake.network == "unix":
-            folder = Path(self.handshake.address).parent
-            if folder.name.startswith("swayworker-"):
-                shutil.rmtree(folder, ignore_errors=True)
+            remove_socket_folder(self.handshake.address)
+
+
+def log_tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a worker's log file (empty when there is none)."""
+    try:
+        with path.open("rb") as log_file:
+            log_file.seek(max(0, path.stat().st_size - 64 * 1024))
+            text = log_file.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+def excerpt(tail: list[str]) -> str:
+    """The last stderr lines, indented, to end an error message with (empty when none)."""
+    if not tail:
+        return ""
+    return "\nLast stderr lines:\n  " + "\n  ".join(tail)
+
+
+def remove_socket_folder(socket_path: str) -> None:
+    """Remove a worker's private socket folder, which it leaves behind when it is killed."""
+    folder = Path(socket_path).parent
+    if folder.name.startswith("swayworker-"):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -41,9 +41,11 @@ from swayworker.codec import (
     result_from_proto,
 )
 
+from swayhost.cache import ResultCache
+from swayhost.coalesce import Coalescer
 from swayhost.connection import WorkerConnection
 from swayhost.errors import UnsupportedCapabilityError, rebuild_exception
-from swayhost.journal import Entry, Journal, request_key
+from swayhost.journal import Entry, Journal, message_key
 from swayhost.spec import ModelSpec
 from swayhost.stats import BackendStats
 from swayhost.supervisor import Supervisor
@@ -51,6 +53,8 @@ from swayhost.supervisor import Supervisor
 DEFAULT_TOP_K = 256
 _BATCH_BYTES_FRACTION = 4
 """Keep each ScoreBatch message under 1/4 of the message limit, both ways."""
+DEFAULT_MAX_BATCH = 64
+"""Requests per coalesced batch when the worker states no limit."""
 
 
 def view_id(key: ViewKey) -> str:
@@ -151,10 +155,25 @@ class RemoteBackend:
         self.__sway_protocols__: tuple[str, ...] = tuple(
             p for p in caps.protocols if p != "PreflightCheckable"
         )
+        self._identity = self.cache_identity()
+        """Fixed for the backend's life: a restarted worker must keep it (the supervisor checks)."""
+        options = spec.worker
         self._journal: Journal | None = None
-        if spec.worker.journal is not None:
-            self._journal = Journal.open(spec.worker.journal, self.cache_identity())
+        if options.journal is not None:
+            self._journal = Journal.open(options.journal, self._identity)
             supervisor.stats.sink = self._journal.record_event
+        self._cache = ResultCache(options.cache_bytes) if options.cache_bytes else None
+        limits = self.description.limits
+        self._batch_budget = max(1, limits.max_message_bytes // _BATCH_BYTES_FRACTION)
+        self._coalescer: Coalescer[pb.ScoreRequest, pb.ScoreResponse] | None = None
+        if options.dynamic_batching:
+            self._coalescer = Coalescer(
+                supervisor.score,
+                self._send_batch,
+                max_items=limits.max_batch or DEFAULT_MAX_BATCH,
+                max_cost=self._batch_budget,
+                window_s=options.batch_window_s,
+            )
 
     # -- identity ----------------------------------------------------------
 
@@ -206,16 +225,25 @@ class RemoteBackend:
     # -- scoring -----------------------------------------------------------
 
     def score(self, request: Request) -> Any:
-        """One request, one unary RPC (or a journal lookup)."""
+        """One request: from the cache or the journal, else one RPC.
+
+        The RPC is unary, or, while other threads are scoring on this
+        backend, one slot of a ScoreBatch shared with them (``coalesce``).
+        """
         self._require(request.op)
-        key = self._key(request)
+        message = request_to_proto(request)
+        key = self._key(message)
         if key is not None:
-            stored = self._stored([key])
-            if key in stored:
-                return result_from_proto(stored[key])
-        response = self._supervisor.score(request_to_proto(request))
+            found = self._lookup([key])
+            if key in found:
+                return result_from_proto(found[key])
+        if self._coalescer is None:
+            response = self._supervisor.score(message)
+        else:
+            size = _estimated_bytes(request, self.description.model.vocab_size)
+            response = self._coalescer.submit(message, size)
         if key is not None:
-            self._record([(key, OP_NAMES[type(request.op)], response)])
+            self._keep([(key, OP_NAMES[type(request.op)], response)])
         return result_from_proto(response)
 
     def score_many(
@@ -229,33 +257,39 @@ class RemoteBackend:
         requests = list(requests)
         for request in requests:
             self._require(request.op)
+        messages = [request_to_proto(r) for r in requests]
+        keys = [self._key(m) for m in messages]
+        found = self._lookup([k for k in keys if k is not None])
         results: list[Any] = [None] * len(requests)
-        keys = [self._key(r) for r in requests]
-        stored = self._stored([k for k in keys if k is not None])
         pending = []
         for i, key in enumerate(keys):
-            if key is not None and key in stored:
-                results[i] = result_from_proto(stored[key])
+            if key is not None and key in found:
+                results[i] = result_from_proto(found[key])
             else:
                 pending.append(i)
-        for chunk in self._chunks([requests[i] for i in pending]):
-            # chunks keep the order, so each one holds the next len(chunk) pending indices
-            indices, pending = pending[: len(chunk)], pending[len(chunk) :]
-            items = self._supervisor.score_batch([request_to_proto(r) for r in chunk])
+        for chunk in self._chunks(pending, requests):
+            outcomes = self._send_batch([messages[i] for i in chunk])
             entries: list[Entry] = []
-            for i, item in zip(indices, items, strict=True):
-                results[i] = self._item_value(item)
+            for i, outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    results[i] = outcome
+                    continue
+                results[i] = result_from_proto(outcome)
                 key = keys[i]
-                if key is not None and not isinstance(item, Exception) and item.HasField("result"):
-                    entries.append((key, OP_NAMES[type(requests[i].op)], item.result))
-            self._record(entries)
+                if key is not None:
+                    entries.append((key, OP_NAMES[type(requests[i].op)], outcome))
+            self._keep(entries)
         if not return_exceptions:
             for value in results:
                 if isinstance(value, BaseException):
                     raise value
         return results
 
-    def _item_value(self, item: pb.ScoreBatchItem | Exception) -> Any:
+    def _send_batch(self, messages: list[pb.ScoreRequest]) -> list[pb.ScoreResponse | Exception]:
+        """One ScoreBatch through the supervisor: a response or an exception per request."""
+        return [self._outcome(item) for item in self._supervisor.score_batch(messages)]
+
+    def _outcome(self, item: pb.ScoreBatchItem | Exception) -> pb.ScoreResponse | Exception:
         if isinstance(item, Exception):
             return item
         if item.HasField("error"):
@@ -268,38 +302,60 @@ class RemoteBackend:
                 hint=err.hint,
                 worker=self.name,
             )
-        return result_from_proto(item.result)
+        return item.result
 
-    def _chunks(self, requests: list[Request]) -> Iterator[list[Request]]:
+    def _chunks(self, indices: list[int], requests: list[Request]) -> Iterator[list[int]]:
+        """``indices`` cut into batches within the worker's item and message limits."""
         limits = self.description.limits
-        max_items = limits.max_batch or len(requests) or 1
-        budget = max(1, limits.max_message_bytes // _BATCH_BYTES_FRACTION)
-        chunk: list[Request] = []
+        max_items = limits.max_batch or len(indices) or 1
+        chunk: list[int] = []
         used = 0
-        for request in requests:
-            size = _estimated_bytes(request, self.description.model.vocab_size)
-            if chunk and (len(chunk) >= max_items or used + size > budget):
+        for i in indices:
+            size = _estimated_bytes(requests[i], self.description.model.vocab_size)
+            if chunk and (len(chunk) >= max_items or used + size > self._batch_budget):
                 yield chunk
                 chunk, used = [], 0
-            chunk.append(request)
+            chunk.append(i)
             used += size
         if chunk:
             yield chunk
 
-    # -- journal -----------------------------------------------------------
+    # -- cache and journal -------------------------------------------------
 
-    def _key(self, request: Request) -> str | None:
-        return None if self._journal is None else request_key(self.cache_identity(), request)
+    def _key(self, message: pb.ScoreRequest) -> str | None:
+        """The request's cache and journal key; None when neither is on."""
+        if self._cache is None and self._journal is None:
+            return None
+        return message_key(self._identity, message)
 
-    def _stored(self, keys: list[str]) -> dict[str, pb.ScoreResponse]:
-        if self._journal is None or not keys:
-            return {}
-        found = self._journal.get_many(keys)
-        self._supervisor.stats.add("journal_hit", len(found))
+    def _lookup(self, keys: list[str]) -> dict[str, pb.ScoreResponse]:
+        """Stored responses for ``keys``: the cache, then the journal (its hits fill the cache)."""
+        found: dict[str, pb.ScoreResponse] = {}
+        missing = keys
+        if self._cache is not None:
+            missing = []
+            for key in keys:
+                response = self._cache.get(key)
+                if response is None:
+                    missing.append(key)
+                else:
+                    found[key] = response
+            self._supervisor.stats.add("cache_hit", len(found))
+            self._supervisor.stats.add("cache_miss", len(missing))
+        if self._journal is not None and missing:
+            stored = self._journal.get_many(missing)
+            self._supervisor.stats.add("journal_hit", len(stored))
+            if self._cache is not None:
+                for key, response in stored.items():
+                    self._cache.put(key, response)
+            found.update(stored)
         return found
 
-    def _record(self, entries: list[Entry]) -> None:
-        """Write results to the journal as they arrive, so a killed run loses none."""
+    def _keep(self, entries: list[Entry]) -> None:
+        """Cache fresh results; journal them as they arrive, so a killed run loses none."""
+        if self._cache is not None:
+            for key, _, response in entries:
+                self._cache.put(key, response)
         if self._journal is not None and entries:
             self._journal.put_many(entries)
 

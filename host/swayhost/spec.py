@@ -17,8 +17,14 @@ from swayplugin.v1 import backend_pb2 as pb
 
 from swayhost.envs.spec import EnvSpec
 from swayhost.policy import RecoveryPolicy
+from swayhost.ray.options import RayOptions
 
 KINDS = ("hf", "mlx", "api", "dummy", "custom")
+LAUNCHERS = ("local", "ray")
+DEFAULT_CACHE_BYTES = 64 << 20
+DEFAULT_BATCH_WINDOW_S = 0.002
+MAX_BATCH_WINDOW_S = 0.1
+"""A longer wait would cost a caller more than the batch could save it."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,19 @@ class WorkerOptions:
     ``recovery`` says how crashes, hangs and poison inputs are handled
     (``RecoveryPolicy.never()`` turns recovery off); ``journal`` names an
     SQLite file that keeps every result so a rerun resumes (off when None).
+
+    ``detach=True`` starts the worker to outlive this host, recorded under
+    ``name`` (default: the kind): a later host, or the same code after a
+    notebook restart, finds it running and attaches instead of loading the
+    model again (``swayhost.reattach(name)`` attaches without a spec). Closing
+    the backend leaves it running; ``swayhost detached stop NAME`` stops it.
+    ``launcher="ray"`` places the worker in a Ray actor (``ray`` says where).
+
+    ``cache_bytes`` bounds the in-memory LRU of results (0 turns it off): a
+    repeated request is answered without a round trip. ``batch_window_s``
+    is how long a batch leader waits for concurrent callers to join it
+    (``swayhost.coalesce``); ``dynamic_batching=False`` sends every call on
+    its own, so results never depend on what other threads were scoring.
     """
 
     python: str | None = None
@@ -44,8 +63,31 @@ class WorkerOptions:
     name: str | None = None
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
     journal: Path | None = None
+    detach: bool = False
+    launcher: str = "local"
+    ray: RayOptions = field(default_factory=RayOptions)
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    dynamic_batching: bool = True
+    batch_window_s: float = DEFAULT_BATCH_WINDOW_S
 
     def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(
+                f"WorkerOptions.launcher must be one of {', '.join(LAUNCHERS)}, "
+                f"got {self.launcher!r}"
+            )
+        if self.detach and (self.launcher != "local" or self.recovery.standby):
+            raise ValueError(
+                "WorkerOptions.detach is for a local worker without a standby: a Ray worker "
+                "lives as long as its actor, and a detached worker is not this host's to replace"
+            )
+        if self.cache_bytes < 0:
+            raise ValueError(f"WorkerOptions.cache_bytes must be >= 0, got {self.cache_bytes}")
+        if not 0.0 <= self.batch_window_s <= MAX_BATCH_WINDOW_S:
+            raise ValueError(
+                f"WorkerOptions.batch_window_s must be within [0, {MAX_BATCH_WINDOW_S:g}] "
+                f"seconds, got {self.batch_window_s!r}"
+            )
         if self.journal is not None:
             object.__setattr__(self, "journal", Path(self.journal).expanduser().resolve())
 
@@ -75,6 +117,27 @@ class ModelSpec:
 
     def with_adapter(self, adapter: Path | None) -> ModelSpec:
         return replace(self, adapter=adapter)
+
+    @classmethod
+    def from_proto(cls, msg: pb.ModelSpec, worker: WorkerOptions) -> ModelSpec:
+        """The spec a running worker reports it serves, with this host's ``worker`` options.
+
+        Kept verbatim, so Loading it again changes nothing: its adapter is a
+        path on the worker's machine, which resolving here could rewrite.
+        """
+        spec = cls(
+            base=msg.base,
+            kind=msg.kind or "hf",
+            dtype=msg.dtype or "auto",
+            device=msg.device or "auto",
+            trust_remote_code=msg.trust_remote_code,
+            entry_point=msg.entry_point or None,
+            endpoint=msg.endpoint or None,
+            worker=replace(worker, options=dict(msg.options)),
+        )
+        if msg.adapter:
+            object.__setattr__(spec, "adapter", Path(msg.adapter))
+        return spec
 
     def to_proto(self) -> pb.ModelSpec:
         return pb.ModelSpec(

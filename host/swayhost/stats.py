@@ -34,6 +34,14 @@ class BackendStats:
     """Scoring requests the worker answered in this process."""
     journal_hits: int
     """Scoring requests served from the journal without asking the worker."""
+    cache_hits: int
+    """Scoring requests answered by the in-memory result cache."""
+    cache_misses: int
+    """Scoring requests the cache could not answer (sent on, or found in the journal)."""
+    score_rpcs: int
+    """Unary Score RPCs the worker answered."""
+    batch_rpcs: int
+    """ScoreBatch RPCs the worker answered (from ``*_many`` calls and dynamic batching)."""
     crashes: int
     """Times the worker died, hung or dropped its connection."""
     restarts: int
@@ -55,8 +63,10 @@ class BackendStats:
     def summary(self) -> str:
         """One line for logs and the end of a run."""
         return (
-            f"worker {self.worker}: {self.computed} computed, {self.journal_hits} from the "
-            f"journal; {self.crashes} crashes, {self.restarts} restarts, {self.retries} retries, "
+            f"worker {self.worker}: {self.computed} computed in {self.score_rpcs} unary and "
+            f"{self.batch_rpcs} batch RPCs, {self.cache_hits} from the cache, "
+            f"{self.journal_hits} from the journal; {self.crashes} crashes, "
+            f"{self.restarts} restarts, {self.retries} retries, "
             f"{self.hangs} hangs, {self.poison_inputs} poison inputs"
         )
 
@@ -96,6 +106,10 @@ class StatsRecorder:
             workers_started=1 + c.get("restarted", 0),
             computed=c.get("computed", 0),
             journal_hits=c.get("journal_hit", 0),
+            cache_hits=c.get("cache_hit", 0),
+            cache_misses=c.get("cache_miss", 0),
+            score_rpcs=c.get("score_rpc", 0),
+            batch_rpcs=c.get("batch_rpc", 0),
             crashes=c.get("crash", 0),
             restarts=c.get("restart", 0),
             retries=c.get("retry", 0),

@@ -44,10 +44,10 @@ from swayworker.codec import OP_NAMES, request_from_proto
 from swayhost.causes import ExitCause, exit_cause
 from swayhost.connection import GONE_CODES, WorkerConnection, status_code
 from swayhost.deadline import DeadlineEstimator
+from swayhost.endpoint import WorkerEndpoint
 from swayhost.errors import PoisonInputError, RestartBudgetExhausted, WorkerCrashedError
 from swayhost.gate import Gate
 from swayhost.policy import RestartBudget
-from swayhost.process import WorkerProcess
 from swayhost.spec import ModelSpec
 from swayhost.stats import BackendStats, StatsRecorder
 
@@ -102,7 +102,7 @@ class _Step(enum.Enum):
 class Supervisor:
     """Owns the worker for one backend and runs calls on it through failures."""
 
-    def __init__(self, spec: ModelSpec, new_process: Callable[[], WorkerProcess]) -> None:
+    def __init__(self, spec: ModelSpec, new_process: Callable[[], WorkerEndpoint]) -> None:
         self.spec = spec
         self.policy = spec.worker.recovery
         self.name = spec.worker.name or spec.kind
@@ -317,9 +317,12 @@ class Supervisor:
                 gen.inflight.pop(token, None)
         self._deadlines.observe(kind, time.monotonic() - started, units)
         self._budget.succeeded()
-        answered = len(response.items) if isinstance(response, pb.ScoreBatchResponse) else 1
-        if not isinstance(response, pb.PreflightResponse):
-            self.stats.add("computed", answered)
+        if isinstance(response, pb.ScoreBatchResponse):
+            self.stats.add("batch_rpc")
+            self.stats.add("computed", len(response.items))
+        elif isinstance(response, pb.ScoreResponse):
+            self.stats.add("score_rpc")
+            self.stats.add("computed")
         return response
 
     def _failed(

@@ -8,6 +8,10 @@ Two independent signals, because either alone has a hole:
   *thread* that forked us exits. A host that spawns from a worker thread
   would trigger it early, so the signal only ends the worker once
   ``getppid()`` shows we were really re-parented.
+
+Opting out is explicit: a worker started with ``SWAY_WORKER_DETACHED=1``
+(a detached worker a later host reattaches to, or a long-lived service)
+watches neither, and ends only on Shutdown or a signal.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from swayworker.protocol import HOST_PID_ENV
+from swayworker.protocol import DETACHED_ENV, HOST_PID_ENV
 
 log = logging.getLogger("swayworker")
 
@@ -40,8 +44,16 @@ def orphaned(expected_parent: int | None) -> bool:
     return os.getppid() != expected_parent
 
 
+def detached() -> bool:
+    """Whether this worker was started to outlive whoever started it."""
+    return os.environ.get(DETACHED_ENV) == "1"
+
+
 def watch_parent(on_parent_gone: Callable[[str], None]) -> None:
-    """Call ``on_parent_gone(reason)`` when the host goes away."""
+    """Call ``on_parent_gone(reason)`` when the host goes away (never when detached)."""
+    if detached():
+        log.info("detached: this worker outlives its host; Shutdown or SIGTERM stops it")
+        return
     expected = host_pid()
     _arm_pdeathsig(expected, on_parent_gone)
     if orphaned(expected):

@@ -34,6 +34,25 @@ HEALTH_SERVICE = "plugin"
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """gRPC message limit set deliberately on both sides (default is 4 MiB)."""
 
+# A worker reached over TCP (a long-lived service, a Ray-placed worker) is
+# configured through these variables, so every worker built on ``serve()``
+# can run that way without a flag of its own.
+LISTEN_ENV = "SWAY_WORKER_LISTEN"
+"""``HOST:PORT`` to serve on over TCP instead of a private Unix socket."""
+TOKEN_ENV = "SWAY_WORKER_TOKEN"
+"""The bearer token every call over TCP must carry (required with ``LISTEN_ENV``)."""
+TLS_CERT_ENV = "SWAY_WORKER_TLS_CERT"
+TLS_KEY_ENV = "SWAY_WORKER_TLS_KEY"
+TLS_CLIENT_CA_ENV = "SWAY_WORKER_TLS_CLIENT_CA"
+"""The worker's certificate and key, and the CA its clients' certificates must chain to."""
+LOAD_ENV = "SWAY_WORKER_LOAD"
+"""A ``ModelSpec`` (protobuf JSON) to Load before the handshake: a service starts warm."""
+DETACHED_ENV = "SWAY_WORKER_DETACHED"
+"""``1``: the worker outlives whoever started it (no stdin or parent-death watch)."""
+
+AUTHORIZATION_KEY = "authorization"
+"""Call metadata carrying ``Bearer <token>``, as gRPC's access-token credentials send it."""
+
 
 class HandshakeError(ValueError):
     """The worker's handshake line is malformed or incompatible."""
@@ -67,8 +86,12 @@ class Handshake:
         return f"unix:{self.address}" if self.network == "unix" else self.address
 
 
-def parse_handshake(line: str) -> Handshake:
-    """Parse and validate a handshake line; raise ``HandshakeError`` if wrong."""
+def parse_handshake(line: str, *, loopback_only: bool = True) -> Handshake:
+    """Parse and validate a handshake line; raise ``HandshakeError`` if wrong.
+
+    A spawned worker must listen on loopback; ``loopback_only=False`` is for
+    one told to listen on its node's address (with mutual TLS).
+    """
     parts = line.strip().split("|")
     if len(parts) != 5:
         raise HandshakeError(
@@ -91,15 +114,23 @@ def parse_handshake(line: str) -> Handshake:
         raise HandshakeError(f"network must be 'unix' or 'tcp', got {network!r}")
     if protocol != "grpc":
         raise HandshakeError(f"protocol must be 'grpc', got {protocol!r}")
-    if network == "tcp" and not _is_loopback(address):
+    if network == "tcp" and loopback_only and not is_loopback(split_address(address)[0]):
         raise HandshakeError(f"a spawned worker must listen on loopback only, got {address!r}")
     if not address:
         raise HandshakeError("the address field is empty")
     return Handshake(int(core), int(proto), network, address, protocol)
 
 
-def _is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
+def split_address(address: str) -> tuple[str, str]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as (host, port); the port may be empty."""
+    host, _, port = address.rpartition(":")
+    if not host:
+        return address.strip("[]"), ""
+    return host.strip("[]"), port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only."""
     if host == "localhost":
         return True
     try:

@@ -5,6 +5,10 @@ explains itself and exits), bind a Unix socket in a private 0700 folder,
 start gRPC with the health service, print the handshake line, then block
 until Shutdown, SIGTERM/SIGINT or the host's death. On the way out the
 backend is closed and the socket folder removed.
+
+Where the worker listens is a *listener*: the private Unix socket here, or
+TCP with mutual TLS and a bearer token (``swayworker.remote``) when the
+environment asks for it; everything else is the same for both.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from swayplugin.v1 import backend_pb2 as pb
 from swayplugin.v1 import backend_pb2_grpc as pb_grpc
 
-from swayworker import lifeline
+from swayworker import lifeline, remote
 from swayworker.protocol import (
     CORE_PROTOCOL_VERSION,
     HEALTH_SERVICE,
@@ -78,25 +83,34 @@ def serve(
         sys.stderr.write(NOT_A_PROGRAM.format(key=MAGIC_COOKIE_KEY))
         sys.exit(1)
     faulthandler.enable()  # a segfault leaves its traceback in the host's stderr tail
+    try:
+        listener: Listener = remote.listener_from_env(os.environ) or UnixListener()
+        to_load = remote.spec_to_load(os.environ)
+    except remote.ListenError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
 
     stop = threading.Event()
-    socket_dir = Path(tempfile.mkdtemp(prefix="swayworker-"))  # mode 0700
-    socket_path = socket_dir / "worker.sock"
+    exit_code = 0
     servicer = BackendServicer(
         backend=backend, loader=loader, worker_kind=worker_kind, on_shutdown=stop.set
     )
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers), options=SERVER_OPTIONS
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        options=SERVER_OPTIONS + listener.options,
+        interceptors=listener.interceptors,
     )
     pb_grpc.add_DifferentialBackendServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
-        server.add_insecure_port(f"unix:{socket_path}")
+        try:
+            address = listener.bind(server)
+        except remote.ListenError as exc:
+            log.error("%s", exc)
+            sys.exit(2)
         server.start()
-        os.chmod(socket_path, 0o600)
-        for name in (HEALTH_SERVICE, ""):
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        listener.started()
 
         def _stop(reason: str) -> None:
             log.info("stopping: %s", reason)
@@ -107,22 +121,84 @@ def serve(
         lifeline.watch_parent(_stop)
         if warmup is not None:
             _warm_up(warmup, stop)
-        handshake = Handshake(CORE_PROTOCOL_VERSION, PROTOCOL_VERSION, "unix", str(socket_path))
+        if to_load is not None and not stop.is_set() and not _load_first(servicer, to_load):
+            exit_code = 1
+            stop.set()
+        for name in (HEALTH_SERVICE, ""):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        handshake = Handshake(CORE_PROTOCOL_VERSION, PROTOCOL_VERSION, listener.network, address)
         if not stop.is_set():
             sys.stdout.write(handshake.format() + "\n")
             sys.stdout.flush()
+            if lifeline.detached():
+                # Nobody reads our stdout once the handshake is taken: later prints
+                # (a backend's own) go to the log instead of a pipe that may be gone.
+                os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
         while not stop.wait(0.25):
             pass
         health_servicer.enter_graceful_shutdown()
         server.stop(grace=0.5).wait(1.0)
         servicer.close()
     finally:
-        shutil.rmtree(socket_dir, ignore_errors=True)
+        listener.close()
     # Everything is released; skip interpreter finalisation, which for a
     # torch process can take seconds and would make the host escalate.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(exit_code)
+
+
+class Listener(Protocol):
+    """Where a worker listens: its transport, its port, and who may call."""
+
+    network: str
+    options: list[tuple[str, Any]]
+    interceptors: list[remote.Interceptor]
+
+    def bind(self, server: grpc.Server) -> str:
+        """Add the port to ``server`` (not started yet); the address for the handshake."""
+        ...
+
+    def started(self) -> None:
+        """Called once the server serves."""
+        ...
+
+    def close(self) -> None:
+        """Remove what ``bind`` created."""
+        ...
+
+
+class UnixListener:
+    """The default: a Unix socket, 0600, in a private 0700 folder only its owner can enter."""
+
+    network = "unix"
+
+    def __init__(self) -> None:
+        self.options: list[tuple[str, Any]] = []
+        self.interceptors: list[remote.Interceptor] = []
+        self._folder = Path(tempfile.mkdtemp(prefix="swayworker-"))  # mode 0700
+        self._socket = self._folder / "worker.sock"
+
+    def bind(self, server: grpc.Server) -> str:
+        server.add_insecure_port(f"unix:{self._socket}")
+        return str(self._socket)
+
+    def started(self) -> None:
+        os.chmod(self._socket, 0o600)  # the socket file exists once the server runs
+
+    def close(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _load_first(servicer: BackendServicer, spec: pb.ModelSpec) -> bool:
+    """Load a service's model before it announces itself; False (logged) if that fails."""
+    log.info("loading %s model %s before serving", spec.kind, spec.base)
+    try:
+        servicer.load(spec)
+    except Exception as exc:
+        log.error("cannot load the model to serve: %s: %s", type(exc).__name__, exc)
+        return False
+    return True
 
 
 def _warm_up(warmup: Callable[[], None], stop: threading.Event) -> None:

@@ -62,6 +62,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         self._on_shutdown = on_shutdown
         self._load_lock = threading.Lock()
         self._view_lock = threading.Lock()
+        self._caps: tuple[Any, pb.Capabilities] | None = None
 
     # -- metadata ----------------------------------------------------------
 
@@ -74,6 +75,8 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             framework_versions=caps.framework_versions_of(backend),
             limits=caps.limits_of(backend),  # the message limit holds before Load too
         )
+        if self._spec is not None:
+            response.loaded_spec.CopyFrom(self._spec)
         if backend is not None:
             response.capabilities.CopyFrom(caps.capabilities_of(backend))
             response.model.CopyFrom(caps.model_info_of(backend, self._spec))
@@ -86,19 +89,29 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         return self.describe()
 
     def Load(self, request: pb.LoadRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            return pb.LoadResponse(description=self.load(request.spec))
+        except Exception as exc:
+            log.info("load failed: %s: %s", type(exc).__name__, exc)
+            classify(exc).abort(context)
+            raise  # unreachable: abort raises
+
+    def load(self, spec: pb.ModelSpec) -> pb.DescribeResponse:
+        """Build the backend for ``spec`` (unless it is the one loaded); the new description.
+
+        Loading the spec already loaded changes nothing, so a host that
+        attaches to a running service Loads its ``loaded_spec`` safely.
+        """
         with self._load_lock:
-            if self._loader is not None and (self._backend is None or self._spec != request.spec):
+            if self._loader is not None and (self._backend is None or self._spec != spec):
                 self._close_backend()
-                try:
-                    self._backend = self._loader(request.spec)
-                except Exception as exc:
-                    log.info("load failed: %s: %s", type(exc).__name__, exc)
-                    classify(exc).abort(context)
+                self._spec = None
+                self._backend = self._loader(spec)
                 self._spec = pb.ModelSpec()
-                self._spec.CopyFrom(request.spec)
+                self._spec.CopyFrom(spec)
             elif self._backend is None:
-                _fail(context, NotLoaded("this worker has no backend and no loader"))
-            return pb.LoadResponse(description=self.describe())
+                raise NotLoaded("this worker has no backend and no loader")
+            return self.describe()
 
     # -- scoring -----------------------------------------------------------
 
@@ -106,7 +119,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         try:
             decoded = request_from_proto(request)
             backend = self._loaded()
-            _validate(decoded.op, backend)
+            _validate(decoded.op, self._capabilities(backend))
             with self._serialised(backend), self._enter(backend, decoded.view) as view:
                 value = _run_one(view, decoded.op)
             return result_to_proto(decoded.op, value, max_top_k=_max_top_k(backend))
@@ -138,7 +151,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         for i, msg in enumerate(messages):
             try:
                 decoded = request_from_proto(msg)
-                _validate(decoded.op, backend)
+                _validate(decoded.op, self._capabilities(backend))
             except Exception as exc:
                 outcomes[i] = exc
                 continue
@@ -192,6 +205,17 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
 
     # -- internals ---------------------------------------------------------
 
+    def _capabilities(self, backend: Any) -> pb.Capabilities:
+        """``backend``'s capabilities, found once per backend object rather than per request.
+
+        Discovering them inspects the backend's methods and builds a message:
+        a cost paid on every call for an answer that cannot change.
+        """
+        cached = self._caps
+        if cached is None or cached[0] is not backend:
+            cached = self._caps = (backend, caps.capabilities_of(backend))
+        return cached[1]
+
     def _loaded(self) -> Any:
         if self._backend is None:
             raise NotLoaded("no model is loaded: call Load with a model spec first")
@@ -244,9 +268,8 @@ def _max_top_k(backend: Any) -> int:
     return int(getattr(backend, "max_top_k", 0) or 0)
 
 
-def _validate(op: Op, backend: Any) -> None:
+def _validate(op: Op, supported: pb.Capabilities) -> None:
     """Reject bad arguments before they reach the backend, with a clear message."""
-    supported = caps.capabilities_of(backend)
     if isinstance(op, LogprobOf):
         if not supported.logprob_of:
             raise UnsupportedOperation("this backend cannot serve logprob_of")

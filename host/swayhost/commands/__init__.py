@@ -9,7 +9,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from swayhost.commands import conformance, demo, describe, env, stats, workers
+from swayhost.commands import (
+    certs,
+    conformance,
+    demo,
+    describe,
+    detached,
+    env,
+    stats,
+    worker,
+    workers,
+)
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -20,5 +30,8 @@ COMMANDS: list[Register] = [
     env.register,
     workers.register,
     stats.register,
+    worker.register,
+    certs.register,
+    detached.register,
 ]
 """Registration order is the order ``swayhost --help`` lists them."""

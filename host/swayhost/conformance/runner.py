@@ -15,6 +15,7 @@ from collections.abc import Callable
 from swayhost.conformance.checks import CHECKS, Check
 from swayhost.conformance.checks.context import DEFAULT_COMPLETION, DEFAULT_PROMPT, Context
 from swayhost.conformance.result import CheckFailed, CheckResult, CheckSkipped, Report, Status
+from swayhost.conformance.session import WorkerUnderTest
 from swayhost.spec import ModelSpec
 
 Progress = Callable[[CheckResult], None]
@@ -63,12 +64,23 @@ def _run_one(check: Check, ctx: Context, gone: str | None) -> tuple[CheckResult,
     worker = ctx.worker
     if check.ends_worker:
         gone = f"the worker was shut down by the {check.name!r} check"
-    elif worker is not None and gone is None and not worker.process.alive():
+    elif worker is not None and gone is None and _exited(worker, status):
         gone = f"the worker exited with {worker.process.describe_exit()} during {check.name!r}"
         status = "fail"
         detail = f"{detail}; {gone}{worker.process.stderr_excerpt(5)}"
     seconds = time.monotonic() - started
     return CheckResult(check.name, check.title, status, detail, seconds), gone
+
+
+def _exited(worker: WorkerUnderTest, status: Status) -> bool:
+    """Whether the worker died during the check.
+
+    A killed worker's connection breaks a moment before its exit can be
+    reaped, so after a failed check the process gets a second to show it.
+    """
+    if status == "fail":
+        return worker.process.wait(1.0)
+    return not worker.process.alive()
 
 
 def _unmet(check: Check, ctx: Context, gone: str | None) -> str | None:

@@ -19,6 +19,7 @@ import json
 import platform
 import site
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -223,11 +224,12 @@ class _Build:
             lines = [f"import site; site.addsitedir({f!r})" for f in self.resolved.inherited]
             (found[0] / LAYER_PTH).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    def step(self, argv: list[str]) -> StepResult:
+    def step(self, argv: list[str], env: Mapping[str, str] | None = None) -> StepResult:
         """Run one step within what is left of the deadline, logging its output.
 
         The step inherits the lock's descriptor (see ``lock``), so it holds
-        the env locked even if this process dies while it runs.
+        the env locked even if this process dies while it runs; ``env`` adds
+        variables to its environment.
         """
         assert self.lock.fd is not None
         try:
@@ -236,6 +238,7 @@ class _Build:
                 timeout=self.deadline - time.monotonic(),
                 cwd=self.log.parent,
                 pass_fds=(self.lock.fd,),
+                env=env,
             )
         except StepTimeout as exc:
             self.append(argv, exc.output)
@@ -249,8 +252,8 @@ class _Build:
         return result
 
     def install(self, argv: list[str]) -> None:
-        """An installer step; a failure is diagnosed into the kind of problem and its fix."""
-        result = self.step(argv)
+        """An installer step, with the spec's ``install_env``; a failure is diagnosed."""
+        result = self.step(argv, self.spec.install_env)
         if result.returncode == 0:
             return
         found = diagnose(result.output, self.log.read_text(encoding="utf-8", errors="replace"))

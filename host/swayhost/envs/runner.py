@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +39,12 @@ def run_step(
     timeout: float,
     cwd: Path,
     pass_fds: Sequence[int] = (),
+    env: Mapping[str, str] | None = None,
 ) -> StepResult:
     """Run ``argv`` to completion within ``timeout`` seconds, or kill it (``StepTimeout``).
 
-    ``pass_fds`` are descriptors the step inherits (the env's lock).
+    ``pass_fds`` are descriptors the step inherits (the env's lock); ``env``
+    holds variables set on top of this process's environment.
     """
     proc = subprocess.Popen(
         list(argv),
@@ -53,6 +55,7 @@ def run_step(
         errors="replace",
         cwd=cwd,
         pass_fds=tuple(pass_fds),
+        env={**os.environ, **env} if env else None,
         start_new_session=True,
     )
     try:

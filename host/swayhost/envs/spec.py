@@ -7,8 +7,9 @@ same environment must hash the same, so the hash is taken over a normalized
 identity: requirements in canonical form, sorted and deduplicated; the
 resolved base interpreter (its real path and full version, since a venv is
 tied to it); the inherited site-packages folders; and how this project's
-worker package is installed. ``name``, ``origin``, ``installer`` and
-``timeout`` say *how* or *for whom* it is built and are left out.
+worker package is installed; the variables set for the installer. ``name``,
+``origin``, ``installer`` and ``timeout`` say *how* or *for whom* it is
+built and are left out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -47,6 +49,13 @@ class EnvSpec:
     ``find_links`` / ``index_url`` / ``extra_index_urls``: where packages
     come from, passed to either installer (uv does not read pip's config).
     ``pip_args``: extra arguments for pip (they select the pip installer).
+    ``install_env``: environment variables for the installer and the build
+    backends it runs, for packages whose build options are variables
+    (llama-cpp-python's ``CMAKE_ARGS``). Installers reuse a wheel they built
+    earlier from the same source whatever these were, so a new value builds
+    a new env but not necessarily a new wheel: clear that package from the
+    installer's cache (``uv cache clean NAME``, ``pip cache remove NAME``)
+    to rebuild it with other options.
     ``installer``: ``auto`` (uv when installed, pip for inherited envs or
     with ``pip_args``), ``uv`` or ``pip``.
     ``timeout``: seconds for the whole build, and for waiting on another
@@ -62,6 +71,7 @@ class EnvSpec:
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
     pip_args: tuple[str, ...] = ()
+    install_env: Mapping[str, str] = field(default_factory=dict)
     installer: str = "auto"
     timeout: float = DEFAULT_TIMEOUT
     name: str = "env"
@@ -72,6 +82,10 @@ class EnvSpec:
         object.__setattr__(self, "requirements", tuple(normalized))
         extras = sorted({canonicalize_name(e) for e in self.extras})
         object.__setattr__(self, "extras", tuple(extras))
+        bad = [name for name in self.install_env if not name or "=" in name]
+        if bad:
+            raise ValueError(f"install_env has an invalid variable name {bad[0]!r}")
+        object.__setattr__(self, "install_env", dict(sorted(self.install_env.items())))
         if self.python is not None and "/" not in self.python and not _VERSION.match(self.python):
             raise ValueError(
                 f"python {self.python!r} is neither a version like '3.11' nor an interpreter path"
@@ -111,7 +125,12 @@ def identity(
     inherited: tuple[str, ...],
     worker_package: list[str],
 ) -> dict[str, Any]:
-    """Everything that decides what the built env contains, in a hashable form."""
+    """Everything that decides what the built env contains, in a hashable form.
+
+    ``install_env`` counts only when set, so the envs declared before it
+    existed keep their hash and their cached build.
+    """
+    optional = {"install_env": dict(spec.install_env)} if spec.install_env else {}
     return {
         "format": FORMAT,
         "python": {"path": python_path, "version": python_version},
@@ -122,6 +141,7 @@ def identity(
         "index_url": spec.index_url or "",
         "extra_index_urls": list(spec.extra_index_urls),
         "pip_args": list(spec.pip_args),
+        **optional,
     }
 
 

@@ -312,6 +312,7 @@ class DescribeResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     SAFE_FOR_CONCURRENT_VIEWS_FIELD_NUMBER: _builtins.int
+    LOADED_SPEC_FIELD_NUMBER: _builtins.int
     protocol_version: _builtins.int
     worker_kind: _builtins.str
     """Which worker this is: "hf", "mlx", "api", "custom", "dummy", "node-ngram"..."""
@@ -329,6 +330,13 @@ class DescribeResponse(_message.Message):
     def limits(self) -> Global___Limits: ...
     @_builtins.property
     def model(self) -> Global___ModelInfo: ...
+    @_builtins.property
+    def loaded_spec(self) -> Global___ModelSpec:
+        """The spec of the last successful Load, absent before one. A host that
+        attaches to a running worker (a long-lived service) learns from it what
+        the worker serves, and Loads the same spec again, which changes nothing.
+        """
+
     def __init__(
         self,
         *,
@@ -340,10 +348,11 @@ class DescribeResponse(_message.Message):
         limits: Global___Limits | None = ...,
         model: Global___ModelInfo | None = ...,
         safe_for_concurrent_views: _builtins.bool = ...,
+        loaded_spec: Global___ModelSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "limits", b"limits", "model", b"model", "runtime", b"runtime"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "limits", b"limits", "loaded_spec", b"loaded_spec", "model", b"model", "runtime", b"runtime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "framework_versions", b"framework_versions", "limits", b"limits", "model", b"model", "protocol_version", b"protocol_version", "runtime", b"runtime", "safe_for_concurrent_views", b"safe_for_concurrent_views", "worker_kind", b"worker_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "framework_versions", b"framework_versions", "limits", b"limits", "loaded_spec", b"loaded_spec", "model", b"model", "protocol_version", b"protocol_version", "runtime", b"runtime", "safe_for_concurrent_views", b"safe_for_concurrent_views", "worker_kind", b"worker_kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -45,13 +45,24 @@ _DTYPES = {"fp32": mx.float32, "fp16": mx.float16, "bf16": mx.bfloat16}
 class _Scorer:
     """Tokenize like the HF worker, run one forward pass, apply sway's math."""
 
-    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int]) -> None:
+    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], max_tokens: int) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
+        self.max_tokens = max_tokens
 
     def encode(self, text: str) -> list[int]:
-        return [int(i) for i in self.tokenizer(text).input_ids]
+        """Token ids of ``text``; longer than the advertised context is a bad argument.
+
+        As in the HF worker: a rotary model computes positions past its
+        context without complaint, and the numbers there are garbage.
+        """
+        ids = [int(i) for i in self.tokenizer(text).input_ids]
+        if self.max_tokens and len(ids) > self.max_tokens:
+            raise ValueError(
+                f"text is {len(ids)} tokens; this model's context holds {self.max_tokens}"
+            )
+        return ids
 
     def log_probs(self, ids: list[int], *, last_only: bool = False) -> Any:
         """float32 log-softmax of the logits, ``(T, V)`` (or ``(V,)`` for the last row)."""
@@ -203,9 +214,11 @@ class MLXDifferentialBackend:
         model.eval()
         mx.eval(model.parameters())
         tokenizer = _load_tokenizer(self._tokenizer_source(), bool(base_spec.trust_remote_code))
-        self._scorer: _Scorer | None = _Scorer(model, tokenizer, set(wrapper.eos_token_ids))
-        self._vocab_size = int(model(mx.array([[0]])).shape[-1])
         self._max_positions = int(getattr(model.args, "max_position_embeddings", 0) or 0)
+        self._scorer: _Scorer | None = _Scorer(
+            model, tokenizer, set(wrapper.eos_token_ids), self._max_positions
+        )
+        self._vocab_size = int(model(mx.array([[0]])).shape[-1])
         self._active: str | None = None
 
     def _tokenizer_source(self) -> str:

@@ -1,0 +1,175 @@
+"""Scale-out on Ray: workers placed as Ray actors on a local cluster, scored over gRPC.
+
+The test starts its own Ray cluster on loopback (2 CPUs, no dashboard). Four
+adapters (the tiny model's and three made from it by scaling its LoRA B
+matrices) are evaluated over two Ray-placed HF workers in parallel and must
+give the numbers of local workers; the wall time of both ways is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+import swayhost
+import swayhost.ray
+from grpc_health.v1.health_pb2 import HealthCheckRequest
+from grpc_health.v1.health_pb2_grpc import HealthStub
+from safetensors.numpy import load_file, save_file
+from swayworker.hf.tiny import TinyModel
+
+from tests.evaluation import differential_report, same_report
+from tests.helpers import listens_on_loopback_only, process_alive, spawn_dummy, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+LORA_B_SCALES = (0.5, 1.5, -1.0)
+"""Three more adapters: the tiny one's update, halved, enlarged, reversed."""
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """A single-node Ray on loopback only: every Ray process, actors included, binds 127.0.0.1.
+
+    Ray turns a loopback node address into the machine's reachable one unless
+    clusters are off, which is what this variable (read when ray is imported,
+    by every Ray process) does; so ray is imported here, not at collection.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            assert ray.util.get_node_ip_address() == "127.0.0.1"
+            yield
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("adapters")
+    made = [tiny_model.adapter_dir]
+    weights = load_file(str(tiny_model.adapter_dir / "adapter_model.safetensors"))
+    for scale in LORA_B_SCALES:
+        target = folder / f"adapter-b{scale:+g}"
+        shutil.copytree(tiny_model.adapter_dir, target)
+        scaled = {k: v * scale if ".lora_B." in k else v for k, v in weights.items()}
+        save_file(scaled, str(target / "adapter_model.safetensors"), metadata={"format": "pt"})
+        made.append(target)
+    return made
+
+
+def _specs(tiny: TinyModel, adapters: list[Path], env: dict[str, str]) -> list[swayhost.ModelSpec]:
+    worker = swayhost.WorkerOptions(env=env)
+    return [
+        swayhost.ModelSpec(
+            kind="hf",
+            base=str(tiny.base_dir),
+            adapter=adapter,
+            dtype="fp32",
+            device="cpu",
+            worker=worker,
+        )
+        for adapter in adapters
+    ]
+
+
+def _evaluate(backend: swayhost.RemoteBackend) -> tuple[dict[str, Any], int, bool]:
+    """The report, the worker's pid, and whether it listens on loopback only."""
+    return differential_report(backend), backend.pid, listens_on_loopback_only(backend.pid)
+
+
+def test_four_adapters_over_two_ray_workers_match_local_workers(
+    ray_cluster: None, tiny_model: TinyModel, adapters: list[Path]
+) -> None:
+    # Ray runs an actor with OMP_NUM_THREADS = its num_cpus (1). Another thread
+    # count moves a next-token log-softmax in its last bits (~3e-6), so the
+    # local workers run with one thread too, and every number must be equal.
+    local_specs = _specs(tiny_model, adapters, {"OMP_NUM_THREADS": "1"})
+    started = time.monotonic()
+    local = []
+    for spec in local_specs:  # what a plain loop over build() does: a worker per adapter
+        with swayhost.build(spec) as backend:
+            local.append(differential_report(backend))
+    local_s = time.monotonic() - started
+
+    specs = _specs(tiny_model, adapters, {})
+    timings = {}
+    for workers in (2, 1):
+        started = time.monotonic()
+        placed = swayhost.ray.evaluate_adapters(specs, _evaluate, workers=workers)
+        timings[workers] = time.monotonic() - started
+        for (got, _, loopback), want in zip(placed, local, strict=True):
+            assert same_report(got, want)
+            assert loopback, "a Ray-placed worker listened off loopback"
+        pids = {pid for _, pid, _ in placed}
+        assert len(pids) == workers, "each worker should serve adapter after adapter"
+        assert not any(process_alive(pid) for pid in pids), "the pool ends its workers"
+    assert len({str(report["ft"]) for report in local}) == 4, "the adapters should differ"
+    print(
+        f"\n4 adapters, wall time: local workers one after another {local_s:.1f}s; "
+        f"Ray, 1 worker {timings[1]:.1f}s; Ray, 2 workers in parallel {timings[2]:.1f}s "
+        f"({local_s / timings[2]:.2f}x the local loop, {timings[1] / timings[2]:.2f}x 1 worker)"
+    )
+
+
+def test_a_pool_backend_loads_the_spec_asked_for(
+    ray_cluster: None, tiny_model: TinyModel, adapters: list[Path]
+) -> None:
+    spec = _specs(tiny_model, adapters[1:2], {})[0]
+    with swayhost.ray.RayWorkerPool("hf", 1) as pool, pool.backend(spec) as backend:
+        assert backend.spec.adapter == adapters[1]
+        assert backend.description.model.adapter_path == str(adapters[1])
+        dummy = swayhost.ModelSpec(kind="dummy", base="toy")
+        with pytest.raises(ValueError, match="this pool runs 'hf' workers"), pool.backend(dummy):
+            pass
+
+
+def test_launcher_ray_spawns_a_worker_that_recovers_from_a_crash(ray_cluster: None) -> None:
+    options = swayhost.RayOptions(num_cpus=1)
+    worker = swayhost.WorkerOptions(
+        launcher="ray", ray=options, cache_bytes=0
+    )  # every call goes out
+    spec = swayhost.ModelSpec(kind="dummy", base="toy", worker=worker)
+    with spawn_dummy() as local:
+        want = differential_report(local)
+    with swayhost.spawn(spec) as backend:
+        first = backend.pid
+        assert psutil.Process(first).ppid() != os.getpid(), "the actor, not this host, runs it"
+        assert same_report(differential_report(backend), want)
+        psutil.Process(first).send_signal(signal.SIGKILL)
+        wait_until(lambda: not process_alive(first))
+        assert same_report(differential_report(backend), want)  # a new actor, a new worker
+        assert backend.pid != first
+        assert backend.stats().restarts == 1
+        last = backend.pid
+    wait_until(lambda: not process_alive(last))
+
+
+def test_a_worker_can_be_reached_over_mutual_tls_with_pinned_certificates(
+    ray_cluster: None,
+) -> None:
+    # What a worker on another node gets; here the node's address is loopback.
+    worker = swayhost.WorkerOptions(launcher="ray", ray=swayhost.RayOptions(tls=True))
+    with swayhost.spawn(swayhost.ModelSpec(kind="dummy", base="toy", worker=worker)) as backend:
+        with spawn_dummy() as local:
+            assert same_report(differential_report(backend), differential_report(local))
+        handshake = backend._conn.process.handshake
+        assert handshake is not None
+        with (
+            grpc.insecure_channel(handshake.address) as plaintext,
+            pytest.raises(grpc.RpcError) as refused,
+        ):
+            HealthStub(plaintext).Check(HealthCheckRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert listens_on_loopback_only(backend.pid)
