@@ -220,6 +220,11 @@ def _summary(op: str, s: _Samples) -> OpTiming:
 
 
 def host_spec(base: str, adapter: Path, threads: int = 0) -> swayhost.ModelSpec:
+    """The host side of the comparison: a real round trip for every call.
+
+    The host's result cache is off, or repeated texts would be timed as
+    cache hits instead of forward passes.
+    """
     env = {"OMP_NUM_THREADS": str(threads)} if threads > 0 else {}
     return swayhost.ModelSpec(
         kind="hf",
@@ -227,7 +232,7 @@ def host_spec(base: str, adapter: Path, threads: int = 0) -> swayhost.ModelSpec:
         adapter=adapter,
         dtype="fp32",
         device="cpu",
-        worker=swayhost.WorkerOptions(env=env),
+        worker=swayhost.WorkerOptions(env=env, cache_bytes=0),
     )
 
 
