@@ -7,7 +7,9 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from swayhost import (
     WorkerOptions,
     WorkerStartError,
 )
+from swayplugin.v1 import backend_pb2 as pb
 from swayworker.protocol import MAGIC_COOKIE_KEY, PROTOCOL_VERSION
 
 from tests.helpers import FAKE_WORKERS, fake_worker, process_alive, spawn_dummy
@@ -295,3 +298,25 @@ def test_worker_exits_when_host_is_sigkilled() -> None:
         assert not socket_dir.exists()
     finally:
         host.kill()
+
+
+def test_load_waits_for_the_warm_up_that_runs_beside_the_handshake() -> None:
+    """The handshake no longer waits for the framework imports; Load does, and a stop ends it."""
+    from swayworker.server import _after_warm_up, _start_warm_up
+
+    release = threading.Event()
+    order: list[str] = []
+    warm = _start_warm_up(lambda: (release.wait(5), order.append("warm")))
+    stop = threading.Event()
+    load = _after_warm_up(warm, lambda spec: order.append("load") or "backend", stop)
+    loading = ThreadPoolExecutor(1).submit(load, pb.ModelSpec())
+    time.sleep(0.3)
+    assert not loading.done() and order == []  # still warming up
+    release.set()
+    assert loading.result(timeout=5) == "backend"
+    assert order == ["warm", "load"]
+
+    stuck = _after_warm_up(threading.Event(), lambda spec: "never", stop)
+    stop.set()
+    with pytest.raises(RuntimeError, match="the worker is stopping"):
+        stuck(pb.ModelSpec())

@@ -71,8 +71,10 @@ def serve(
     ``backend`` is any object satisfying sway's ``DifferentialBackend``
     protocol, optionally the scalable / null-calibrated / preflight ones too;
     the worker advertises exactly what it finds. ``warmup`` (e.g. importing
-    the framework) runs before the handshake line, so a worker that has
-    shaken hands loads at once: the host's standby worker relies on that.
+    the framework) starts before the handshake line and runs on beside it, so
+    a worker is ready in well under a second while its seconds of imports
+    overlap the host's own work; Load waits for it to finish. A standby worker
+    warms up while it waits, so it still loads at once when it is needed.
     This function does not return normally: it exits the process when
     serving ends.
     """
@@ -92,6 +94,8 @@ def serve(
 
     stop = threading.Event()
     exit_code = 0
+    if warmup is not None and loader is not None:
+        loader = _after_warm_up(_start_warm_up(warmup), loader, stop)
     servicer = BackendServicer(
         backend=backend, loader=loader, worker_kind=worker_kind, on_shutdown=stop.set
     )
@@ -119,8 +123,6 @@ def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda s, f: _stop(f"signal {signal.Signals(s).name}"))
         lifeline.watch_parent(_stop)
-        if warmup is not None:
-            _warm_up(warmup, stop)
         if to_load is not None and not stop.is_set() and not _load_first(servicer, to_load):
             exit_code = 1
             stop.set()
@@ -201,19 +203,35 @@ def _load_first(servicer: BackendServicer, spec: pb.ModelSpec) -> bool:
     return True
 
 
-def _warm_up(warmup: Callable[[], None], stop: threading.Event) -> None:
-    """Run ``warmup`` on a thread, so the main thread still stops when the host goes away."""
+def _start_warm_up(warmup: Callable[[], None]) -> threading.Event:
+    """Run ``warmup`` on a daemon thread; the event is set when it has finished, well or not."""
+    done = threading.Event()
 
     def run() -> None:
         try:
             warmup()
         except Exception as exc:  # Load reports the real problem, with its own error
             log.debug("warm-up failed: %s", exc)
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=run, name="warmup", daemon=True)
-    thread.start()
-    while thread.is_alive() and not stop.is_set():
-        thread.join(0.1)
+    threading.Thread(target=run, name="warmup", daemon=True).start()
+    return done
+
+
+def _after_warm_up(warm: threading.Event, loader: Loader, stop: threading.Event) -> Loader:
+    """``loader``, once the warm-up is over: two threads importing one framework gain nothing.
+
+    The wait polls ``stop`` so a worker told to stop mid-import does not hold a Load open.
+    """
+
+    def load(spec: pb.ModelSpec) -> Any:
+        while not warm.wait(0.1):
+            if stop.is_set():
+                raise RuntimeError("the worker is stopping")
+        return loader(spec)
+
+    return load
 
 
 def _configure_logging(worker_kind: str) -> None:
