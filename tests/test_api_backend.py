@@ -115,6 +115,22 @@ def test_without_a_vocab_size_the_tail_is_unknown_like_sway() -> None:
     assert dist.tail_logprob is None and dist.vocab_size == 3
 
 
+def test_max_prompt_tokens_is_advertised_and_the_servers_count_enforces_it() -> None:
+    """The recorded answers count 3 (top) and 4 (echo) prompt tokens."""
+    with fake_server("openai") as server:
+        backend = backend_for(server, max_prompt_tokens=3)
+        servicer = BackendServicer(
+            backend=backend, loader=None, worker_kind="api", on_shutdown=lambda: None
+        )
+        assert servicer.describe().limits.max_prompt_tokens == 3
+        with backend.as_base() as view:
+            assert view.next_token_dist("The river", top_k=2).logprobs.size == 2
+            with pytest.raises(ValueError, match="prompt is 4 tokens; this model's context"):
+                view.rolling_logprob("The river bank")
+    with fake_server("openai") as server, backend_for(server).as_base() as view:
+        assert view.rolling_logprob("The river bank").num_tokens > 0  # no limit: not checked
+
+
 def test_mlx_lm_server_speaks_chat_logprobs_without_echo() -> None:
     with fake_server("mlx_lm") as server:
         backend = backend_for(server)

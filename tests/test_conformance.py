@@ -2,8 +2,9 @@
 
 Every run is the real CLI against real worker processes, and the assertions
 read its ``--json`` report, the form CI and scripts consume. The MLX worker
-runs in its provisioned env, the API worker against llama.cpp's server
-started here on loopback (echo + logprobs: every operation).
+runs in its provisioned env, the API worker against mlx_lm.server (its own
+token ids) and llama.cpp's server (echo + logprobs: every operation), both
+started here on loopback.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.console import Console
 from swayhost.conformance import report
 from swayhost.conformance.checks import CHECKS
 from swayhost.conformance.result import CheckResult, Report
-from swayworker.hf.tiny import TinyModel
+from swayworker.hf.tiny import MAX_POSITIONS, VOCAB_SIZE, TinyModel
 from swayworker.hf.tiny_spm import SPM_VOCAB_SIZE
 
 from tests.helpers import FAKE_WORKERS, plugin_pythonpath, require_node
@@ -151,6 +152,31 @@ def test_mlx_worker_conforms(tiny_model: TinyModel, mlx_python: Path, tmp_path: 
     assert "(limit 256 tokens)" in run.detail("error:oversized-prompt")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a first run builds the MLX env
+def test_api_worker_conforms_against_mlx_lm_server(mlx_server: str, tiny_model: TinyModel) -> None:
+    """mlx_lm.server sends its own token ids, so every check applies and passes. It does
+    not enforce the model's context, so the worker is told it (as a user would)."""
+    run = conformance(
+        "--kind",
+        "api",
+        "--base",
+        str(tiny_model.base_dir),
+        "--endpoint",
+        mlx_server,
+        "--option",
+        f"vocab_size={VOCAB_SIZE}",
+        "--option",
+        f"max_prompt_tokens={MAX_POSITIONS}",
+    )
+    # No adapter behind an endpoint (scaled, null), and no echo on mlx_lm.server (logprob_of).
+    assert_conforms(
+        run, skipped={"scaled-endpoints", "error:null-rank-scale", "error:empty-completion"}
+    )
+    assert "(limit 256 tokens)" in run.detail("error:oversized-prompt")
+    assert "base/logprob_of, base/rolling_logprob" in run.detail("unimplemented")
+
+
 WHOLE_VOCAB_COLLAPSES = (
     f"base/next_token_dist(top_k={SPM_VOCAB_SIZE}): 235 entries for the whole vocabulary; "
     f"ft/next_token_dist(top_k={SPM_VOCAB_SIZE}): 235 entries for the whole vocabulary"
@@ -179,6 +205,7 @@ def test_api_worker_conforms_against_llama_cpp_but_for_its_text_keyed_top_k(
         )
     failures = {c["name"]: c["detail"] for c in run.report["checks"] if c["status"] == "fail"}
     assert failures == {"distribution": WHOLE_VOCAB_COLLAPSES}, failures
+    assert "the server sent 235: it keys them by their text" in run.stderr  # the user is told
     # No adapter behind an endpoint: the scaled and null views are not advertised.
     assert run.named("skip") == {"scaled-endpoints", "error:null-rank-scale"}
     assert "refused the scaled view, the null view with UNIMPLEMENTED" in run.detail(

@@ -43,6 +43,7 @@ def load_api(msg: pb.ModelSpec) -> Any:
             endpoint=msg.endpoint,
             vocab_size=_option(options, "vocab_size", int, 0),
             max_top_k=_option(options, "max_top_k", int, 0),
+            max_prompt_tokens=_option(options, "max_prompt_tokens", int, 0),
             extra_body=_extra_body(options.get("extra_body", "{}")),
         )
     except BaseException:

@@ -43,6 +43,7 @@ from swayworker.api.responses import (
     MalformedResponse,
     TopEntry,
     echoed_tokens,
+    prompt_tokens,
     text_of,
     top_entries,
 )
@@ -76,10 +77,19 @@ class ApiBackend:
         endpoint: str,
         vocab_size: int = 0,
         max_top_k: int = 0,
+        max_prompt_tokens: int = 0,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
-        if vocab_size < 0 or max_top_k < 0:
-            raise ValueError("vocab_size and max_top_k must be >= 0")
+        if vocab_size < 0 or max_top_k < 0 or max_prompt_tokens < 0:
+            raise ValueError("vocab_size, max_top_k and max_prompt_tokens must be >= 0")
+        self.max_prompt_tokens = max_prompt_tokens
+        """The model's context in tokens (0: unknown), advertised and enforced.
+
+        An API does not tell its context length, and a server that does not
+        enforce it either (mlx_lm.server) spends minutes on a prompt far past
+        it and returns garbage positions. With the limit known, a longer
+        prompt is the caller's bad argument, told at once.
+        """
         self._client = client
         self._model = model
         self._extra = dict(extra_body or {})
@@ -87,6 +97,7 @@ class ApiBackend:
         self._vocab_size = vocab_size
         self._server = probe.probe_server(client, model, max_top_k=max_top_k)
         self._clamp_logged: set[int] = set()
+        self._merge_logged = False
 
     # -- facts the worker advertises ---------------------------------------
 
@@ -175,6 +186,7 @@ class ApiBackend:
         entries = self._ask(payload, "api.next_token_dist", top_entries)
         if not entries:
             raise probe_error("api.next_token_dist", "the server returned no alternatives")
+        self._warn_if_merged(entries, self._clamped(top_k))
         entries = sorted(entries, key=lambda e: -e.logprob)[:top_k]
         values = np.asarray([e.logprob for e in entries], dtype=np.float32)
         _finite_or_raise(values.tolist(), "api.next_token_dist")
@@ -212,9 +224,26 @@ class ApiBackend:
     def _ask(self, payload: dict[str, Any], probe_name: str, parse: Callable[[Any], R]) -> R:
         """POST and parse; a failed or malformed answer is sway's ProbeError for ``probe_name``."""
         try:
-            return parse(self._client.complete(payload))
+            data = self._client.complete(payload)
+            self._check_prompt_tokens(data)
+            return parse(data)
         except (ApiError, MalformedResponse) as exc:
             raise probe_error(probe_name, str(exc)) from None
+
+    def _check_prompt_tokens(self, data: Any) -> None:
+        """A ValueError (BAD_ARGUMENT) when the server counted more prompt tokens than the limit.
+
+        The worker has no tokenizer, so the server's ``usage.prompt_tokens``
+        is the count; a server that sends no usage is not checked.
+        """
+        if not self.max_prompt_tokens:
+            return
+        counted = prompt_tokens(data)
+        if counted is not None and counted > self.max_prompt_tokens:
+            raise ValueError(
+                f"prompt is {counted} tokens; this model's context holds "
+                f"{self.max_prompt_tokens} (the max_prompt_tokens option): shorten the prompt"
+            )
 
     def _echo(self, text: str, probe_name: str) -> EchoedTokens:
         payload = self._payload(text, max_tokens=1, temperature=0, echo=True, logprobs=1)
@@ -229,6 +258,20 @@ class ApiBackend:
             self._clamp_logged.add(top_k)
             log.warning("top_k=%d is above the server's cap; clamped to %d", top_k, cap)
         return cap
+
+    def _warn_if_merged(self, entries: list[TopEntry], asked: int) -> None:
+        """Say once why fewer alternatives came back than asked, when the cause is known."""
+        expected = min(asked, self._vocab_size) if self._vocab_size else asked
+        if self._merge_logged or len(entries) >= expected:
+            return
+        if any(e.token_id is None for e in entries):
+            self._merge_logged = True
+            log.warning(
+                "asked for %d alternatives, the server sent %d: it keys them by their text, "
+                "so tokens that decode alike merge; their mass is in the tail",
+                expected,
+                len(entries),
+            )
 
     def _tail(self, values: Any) -> float | None:
         """sway's three states; unknown (None) unless the vocabulary is larger than k."""

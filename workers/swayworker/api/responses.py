@@ -51,6 +51,13 @@ def text_of(data: Any) -> str:
     return text
 
 
+def prompt_tokens(data: Any) -> int | None:
+    """``usage.prompt_tokens``: the server's own count of the prompt (None when absent)."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    count = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
 def echoed_tokens(data: Any, text: str) -> EchoedTokens:
     """The tokens of ``text`` in an ``echo`` answer (tokens generated after it dropped)."""
     logprobs = _choice(data).get("logprobs")
