@@ -9,9 +9,17 @@ environment of the worker; this file says it, once per machine::
         python: /envs/hf/bin/python   # interpreter (or venv folder) that runs the hf worker
         env: {HF_HOME: /data/hf}      # extra environment variables for the worker
         startup_timeout: 120          # seconds for start-up and model load
+        cache_bytes: 256MiB           # result cache bound: bytes, or a size (0 turns it off)
+        dynamic_batching: true        # batch concurrent calls (false: every call on its own)
+        batch_window_s: 0.002         # how long a batch waits for callers to join (at most 0.1)
+        journal: runs/hf.sqlite       # keep every result, a rerun resumes (relative to this file)
+        recovery: {max_restarts: 20, standby: true}   # swayhost.RecoveryPolicy fields, or: never
+        detach: false                 # true: the worker outlives sway and is reattached by name
+        name: hf-eval                 # the worker's name (logs, stats, detached record)
       mlx:
         launcher: ray                 # place it in a Ray actor (default: local)
         ray: {num_gpus: 1, runtime_env: {pip: [mlx-lm]}}   # swayhost.RayOptions fields
+        options: {adapter_cache_dir: /data/mlx-adapters}   # passed to the worker's Load
       custom:
         environment:                  # or: an env the host provisions, once, cached
           requirements: [transformers==4.57.6]
@@ -21,6 +29,14 @@ environment of the worker; this file says it, once per machine::
 ``extras``, ``python`` (a version or a path), ``inherit``, ``find_links``,
 ``index_url``, ``extra_index_urls``, ``pip_args``, ``install_env``, ``installer``,
 ``timeout``.
+
+``cache_bytes`` is a whole number of bytes or a size: a number and a unit,
+decimal (``B``, ``KB``, ``MB``, ``GB``, ``TB``) or binary (``KiB``, ``MiB``,
+``GiB``, ``TiB``), case-insensitive, e.g. ``256MiB`` or ``1.5GB``. ``recovery``
+takes the fields of ``swayhost.RecoveryPolicy`` (any subset; the rest keep
+their defaults), or ``never`` for ``RecoveryPolicy.never()``. ``options``
+values are passed as strings: a number or boolean as Python writes it
+(``2``, ``0.5``, ``True``); quote one to pass it exactly.
 
 The file is ``$SWAYHOST_CONFIG`` when set, else
 ``$XDG_CONFIG_HOME/swayhost/config.yaml`` (``~/.config/...``). A missing
@@ -36,9 +52,12 @@ fix, before any worker starts.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import re
 import shutil
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,8 +67,9 @@ import yaml
 from swayhost.envs import pythons
 from swayhost.envs.spec import INSTALLERS, EnvSpec, normalize_requirement
 from swayhost.errors import ConfigError
+from swayhost.policy import RecoveryPolicy
 from swayhost.ray.options import RayOptions
-from swayhost.spec import KINDS, LAUNCHERS, WorkerOptions
+from swayhost.spec import KINDS, LAUNCHERS, MAX_BATCH_WINDOW_S, WorkerOptions
 
 CONFIG_ENV = "SWAYHOST_CONFIG"
 EXAMPLE = "workers: {hf: {python: /envs/hf/bin/python, env: {HF_HOME: /data/hf}}}"
@@ -124,7 +144,19 @@ def _parse_worker(path: Path, key: str, section: Any) -> WorkerOptions:
             "has launcher: ray with python or environment",
             "a Ray-placed worker runs in Ray's runtime_env: declare it under ray.runtime_env",
         )
-    options = WorkerOptions(**parsed)
+    if parsed.get("detach") and (
+        parsed.get("launcher") == "ray" or getattr(parsed.get("recovery"), "standby", False)
+    ):
+        raise _error(
+            path,
+            key,
+            "has detach: true with launcher: ray or recovery.standby: true",
+            "a detached worker runs locally without a standby: drop detach, or drop the other",
+        )
+    try:
+        options = WorkerOptions(**parsed)
+    except ValueError as exc:
+        raise _error(path, key, str(exc), "see the worker keys in the README") from None
     if options.python is not None:
         _check_interpreter(path, f"{key}.python", options)
     return options
@@ -307,6 +339,142 @@ def _timeout(path: Path, key: str, value: Any) -> float:
     return float(value)
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    **{f"{p}b": 1000**n for n, p in enumerate("kmgt", start=1)},
+    **{f"{p}ib": 1024**n for n, p in enumerate("kmgt", start=1)},
+}
+"""Units of a ``cache_bytes`` size, lower-cased: decimal (``MB``) and binary (``MiB``)."""
+
+
+def _size(path: Path, key: str, value: Any) -> int:
+    """Bytes: a whole number >= 0, or a size such as ``256MiB`` or ``1.5GB``."""
+    fix = "write a number of bytes or a size, e.g. 256MiB or 1GB (0 turns the cache off)"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if not isinstance(value, str):
+        raise _error(path, key, f"expected a number of bytes >= 0, got {value!r}", fix)
+    match = _SIZE.fullmatch(value.strip().lower())
+    if match is None or match.group(2) not in _SIZE_UNITS:
+        units = "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
+        raise _error(path, key, f"{value!r} is not a size", f"{fix}; units: {units}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def _batch_window(path: Path, key: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_BATCH_WINDOW_S
+    ):
+        raise _error(
+            path,
+            key,
+            f"expected seconds within [0, {MAX_BATCH_WINDOW_S:g}], got {value!r}",
+            "write e.g. 0.002 (or dynamic_batching: false to turn batching off)",
+        )
+    return float(value)
+
+
+def _journal(path: Path, key: str, value: Any) -> Path:
+    """The journal's file; a relative path is relative to the config file.
+
+    Its folder must exist (the journal creates the file, not folders); an
+    existing file is checked when the worker starts (``swayhost.journal``).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise _error(
+            path, key, f"expected a path, got {value!r}", "write e.g. journal: runs/hf.sqlite"
+        )
+    candidate = Path(value.strip()).expanduser()
+    if not candidate.is_absolute():
+        candidate = path.parent / candidate
+    candidate = candidate.resolve()
+    if candidate.is_dir():
+        raise _error(
+            path, key, f"{str(candidate)!r} is a folder", "name a file in it, e.g. run.sqlite"
+        )
+    if not candidate.parent.is_dir():
+        raise _error(
+            path,
+            key,
+            f"the folder of {str(candidate)!r} does not exist",
+            f"create {str(candidate.parent)!r}, or point the journal elsewhere",
+        )
+    return candidate
+
+
+def _options(path: Path, key: str, value: Any) -> dict[str, str]:
+    """Worker options for its Load: numbers and booleans become strings (``str``)."""
+    options = _mapping(path, key, value)
+    for name, item in options.items():
+        if not isinstance(item, str | int | float):
+            raise _error(
+                path,
+                f"{key}.{name}",
+                f"expected a string, got {item!r}",
+                "quote the value (a JSON value too: '{\"a\": 1}')",
+            )
+    return {str(name): str(item) for name, item in options.items()}
+
+
+_RECOVERY_TYPES: dict[str, type] = typing.get_type_hints(RecoveryPolicy)
+"""The type of each ``RecoveryPolicy`` field: int, float or bool."""
+
+
+def _recovery(path: Path, key: str, value: Any) -> RecoveryPolicy:
+    """``RecoveryPolicy`` fields (the rest keep their defaults), or ``never``."""
+    if value == "never":
+        return RecoveryPolicy.never()
+    if isinstance(value, str):
+        raise _error(
+            path,
+            key,
+            f"expected a mapping of RecoveryPolicy fields or never, got {value!r}",
+            "write e.g. recovery: {max_restarts: 20, standby: true}, or recovery: never",
+        )
+    values = _mapping(path, key, value)
+    _check_keys(path, f"{key}.", values, _RECOVERY_TYPES)
+    defaults = {f.name: f.default for f in dataclasses.fields(RecoveryPolicy)}
+    parsed: dict[str, Any] = {}
+    for name, item in values.items():
+        expected = _RECOVERY_TYPES[name]
+        fix = f"write e.g. {name}: {yaml.safe_dump(defaults[name]).splitlines()[0]}"
+        if expected is bool:
+            ok = isinstance(item, bool)
+            wanted = "true or false"
+        elif expected is int:
+            ok = isinstance(item, int) and not isinstance(item, bool)
+            wanted = "a whole number"
+        else:
+            ok = isinstance(item, int | float) and not isinstance(item, bool)
+            wanted = "a number"
+        if not ok:
+            raise _error(path, f"{key}.{name}", f"expected {wanted}, got {item!r}", fix)
+        parsed[name] = float(item) if expected is float else item
+        try:
+            RecoveryPolicy(**{name: parsed[name]})
+        except ValueError as exc:
+            raise _error(path, f"{key}.{name}", str(exc), fix) from None
+    try:
+        return RecoveryPolicy(**parsed)
+    except ValueError as exc:
+        raise _error(path, key, str(exc), "see swayhost.RecoveryPolicy") from None
+
+
+def _name(path: Path, key: str, value: Any) -> str:
+    """A worker name; it names a detached worker's record file, so it must fit one."""
+    from swayhost.detached import check_name  # it imports build, which this module need not
+
+    name = _text(path, key, value)
+    try:
+        return check_name(name)
+    except ValueError as exc:
+        raise _error(path, key, str(exc), "write e.g. name: hf-eval") from None
+
+
 _PARSERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "python": _python,
     "environment": _environment,
@@ -314,6 +482,14 @@ _PARSERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "startup_timeout": _timeout,
     "launcher": _launcher,
     "ray": _ray,
+    "cache_bytes": _size,
+    "dynamic_batching": _flag,
+    "batch_window_s": _batch_window,
+    "journal": _journal,
+    "options": _options,
+    "recovery": _recovery,
+    "detach": _flag,
+    "name": _name,
 }
 """The keys of a worker section, each with its parser (named as in ``WorkerOptions``)."""
 

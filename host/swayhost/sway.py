@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from swayhost import config
 from swayhost.build import build
-from swayhost.errors import ConfigError, EnvError, spec_validation_error
+from swayhost.errors import ConfigError, EnvError, JournalError, spec_validation_error
 from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.spec import ModelSpec
+from swayhost.stats import BackendStats
 
 if TYPE_CHECKING:
     from dlm_sway.core.model import ModelSpec as SwayModelSpec
@@ -64,6 +65,10 @@ class HostBackend:
         """The worker's identity (sway's format), so sway's null-stats cache is shared."""
         return self._backend.cache_identity()
 
+    def stats(self) -> BackendStats:
+        """The worker's counters (calls, cache, batching, crashes): ``RemoteBackend.stats``."""
+        return self._backend.stats()
+
     def close(self) -> None:
         """Stop the worker; sway's CLI calls this when the suite ends. Idempotent."""
         self._backend.close()
@@ -92,7 +97,8 @@ def _build_remote(kind: str, base_spec: Any, adapter_path: Path | None) -> Remot
 
     sway's build errors (a missing adapter, a missing endpoint) come from
     ``build`` as sway's ``SpecValidationError``; a bad host config, or a
-    provisioned env that cannot be built, becomes one too, so ``sway run``
+    provisioned env that cannot be built, or a journal kept for another model,
+    becomes one too, so ``sway run``
     prints it as a spec error (naming the env and the fix) rather than a traceback.
     """
     try:
@@ -111,5 +117,5 @@ def _build_remote(kind: str, base_spec: Any, adapter_path: Path | None) -> Remot
     )
     try:
         return build(spec)
-    except EnvError as exc:
+    except (EnvError, JournalError) as exc:
         raise spec_validation_error(str(exc)) from exc

@@ -74,7 +74,7 @@ def run_serve(args: argparse.Namespace) -> int:
     options = replace(
         options,
         command=tuple(args.argv) if args.argv else options.command,
-        options=dict(args.option),
+        options={**options.options, **dict(args.option)},  # the command line wins
     )
     spec = ModelSpec(
         kind=args.kind,
