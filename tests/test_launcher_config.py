@@ -20,11 +20,11 @@ def test_a_worker_section_can_place_its_worker_on_ray(tmp_path: Path) -> None:
     options = _options(
         tmp_path,
         "    launcher: ray\n"
-        "    ray: {num_gpus: 1, resources: {a100: 0.5}, runtime_env: {pip: [peft]}}\n",
+        "    ray: {num_gpus: 1, resources: {a100: 0.5}, runtime_env: {pip: [peft]}, tls: true}\n",
     )
     assert options.launcher == "ray"
     assert options.ray == swayhost.RayOptions(
-        num_gpus=1.0, resources={"a100": 0.5}, runtime_env={"pip": ["peft"]}
+        num_gpus=1.0, resources={"a100": 0.5}, runtime_env={"pip": ["peft"]}, tls=True
     )
     assert options.ray.actor_options() == {
         "num_cpus": 1.0,
@@ -40,6 +40,7 @@ def test_a_worker_section_can_place_its_worker_on_ray(tmp_path: Path) -> None:
         ("    launcher: slurm\n", "unknown launcher 'slurm'"),
         ("    ray: {num_gpus: -1}\n", "expected a number >= 0"),
         ("    ray: {gpus: 1}\n", "did you mean 'num_gpus'"),
+        ("    ray: {tls: sometimes}\n", "ray.tls"),
         ("    launcher: ray\n    python: /usr/bin/python3\n", "declare it under ray.runtime_env"),
     ],
 )

@@ -307,7 +307,10 @@ def _ray(path: Path, key: str, value: Any) -> RayOptions:
     """Where Ray places the worker; ``runtime_env`` is Ray's own and passed as written."""
     values = _mapping(path, key, value)
     _check_keys(
-        path, f"{key}.", values, ("address", "num_cpus", "num_gpus", "resources", "runtime_env")
+        path,
+        f"{key}.",
+        values,
+        ("address", "num_cpus", "num_gpus", "resources", "runtime_env", "tls"),
     )
     parsed: dict[str, Any] = {}
     for name in ("num_cpus", "num_gpus"):
@@ -322,6 +325,8 @@ def _ray(path: Path, key: str, value: Any) -> RayOptions:
         parsed["runtime_env"] = dict(_mapping(path, f"{key}.runtime_env", values["runtime_env"]))
     if "address" in values:
         parsed["address"] = _text(path, f"{key}.address", values["address"])
+    if "tls" in values:
+        parsed["tls"] = _flag(path, f"{key}.tls", values["tls"])
     return RayOptions(**parsed)
 
 
