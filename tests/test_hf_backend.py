@@ -458,6 +458,26 @@ def test_batch_of_equal_lengths_matches_sway_exactly(
             np.testing.assert_allclose(got.logprobs, expected.logprobs, rtol=0, atol=1e-6)
 
 
+def test_one_tokenizer_call_gives_each_text_its_own_ids(
+    small_batch: HFDifferentialBackend,
+) -> None:
+    """A batch is tokenized in one call; each text must get the ids sway's own call gives it,
+    and a text over the context fails alone."""
+    scorer = small_batch._scorer
+    assert scorer is not None
+    too_long = "word " * 400
+    texts = [*BATCH_PROMPTS, *TEXTS, "", " leading space", "émigré ∑ 日本", too_long]
+    encoded = scorer.encode_many(texts)
+    for text in texts[:-1]:
+        assert encoded[text] == scorer.encode(text), text
+    assert isinstance(encoded[too_long], ValueError)
+    assert "this model's context holds 256" in str(encoded[too_long])
+    with small_batch.as_base() as view:
+        results = view.rolling_logprob_many(["a short text", too_long, "another text"])
+    assert isinstance(results[1], ValueError)
+    assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
+
+
 def test_empty_batches_return_empty_lists(small_batch: HFDifferentialBackend) -> None:
     with small_batch.as_base() as view:
         assert view.logprob_of_many([]) == []

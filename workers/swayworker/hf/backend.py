@@ -23,7 +23,7 @@ module import, so the worker SDK can import this module cheaply.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,11 +87,16 @@ class _Job(Generic[R]):
     """One input that needs a forward pass over ``ids``.
 
     ``finish`` turns the item's logits, shaped ``(1, len(ids), V)`` with the
-    padding already cut away, into the item's result.
+    padding already cut away (``(1, 1, V)`` for a next-token job), into the
+    item's result.
     """
 
     ids: list[int]
     finish: Callable[[Any], R]
+
+
+Encoded = Mapping[str, list[int] | ValueError]
+"""Token ids of each text of a batch, or why the text cannot be scored."""
 
 
 class _Scorer:
@@ -119,37 +124,66 @@ class _Scorer:
         self.max_tokens = max_tokens
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` through the very call sway makes.
-
-        Longer than the model's context (the advertised max_prompt_tokens) is
-        a bad argument: positions past it are garbage at best, and an index
-        error on the device at worst.
-        """
+        """Token ids of ``text`` through the very call sway makes; see ``encode_many``."""
         ids = self.tokenizer(text, return_tensors="pt").input_ids
-        if self.max_tokens and ids.shape[1] > self.max_tokens:
+        return self._within_context([int(i) for i in ids[0].tolist()])
+
+    def encode_many(self, texts: Iterable[str]) -> Encoded:
+        """Token ids of every text, in one tokenizer call for a batch.
+
+        One call for n texts costs about what one text does (a fast
+        tokenizer works through the list natively), and gives each text the
+        ids it gets alone. A single text goes through sway's own call.
+        Longer than the model's context (the advertised max_prompt_tokens) is
+        a bad argument for that text only: positions past it are garbage at
+        best, and an index error on the device at worst.
+        """
+        unique = list(dict.fromkeys(texts))
+        if not unique:
+            return {}
+        if len(unique) == 1:
+            rows = [self.tokenizer(unique[0], return_tensors="pt").input_ids[0].tolist()]
+        else:
+            rows = self.tokenizer(unique)["input_ids"]
+        encoded: dict[str, list[int] | ValueError] = {}
+        for text, row in zip(unique, rows, strict=True):
+            try:
+                encoded[text] = self._within_context([int(i) for i in row])
+            except ValueError as exc:
+                encoded[text] = exc
+        return encoded
+
+    def _within_context(self, ids: list[int]) -> list[int]:
+        if self.max_tokens and len(ids) > self.max_tokens:
             raise ValueError(
-                f"text is {ids.shape[1]} tokens; this model's context holds {self.max_tokens}"
+                f"text is {len(ids)} tokens; this model's context holds {self.max_tokens}"
             )
-        return [int(i) for i in ids[0].tolist()]
+        return ids
 
     def run(
         self,
-        prepare: Callable[[X], _Job[R] | R],
+        prepare: Callable[[X, Encoded], _Job[R] | R],
         inputs: Sequence[X],
+        texts: Callable[[X], Iterable[str]],
         *,
-        left_pad: bool,
+        last_only: bool = False,
     ) -> list[R | BaseException]:
-        """Prepare every input, batch those needing a forward pass, keep input order.
+        """Tokenize every input's ``texts`` at once, prepare each input, batch those
+        needing a forward pass, keep input order.
 
+        ``last_only`` is for next-token jobs: left padding, and logits for the
+        last position only (the output projection over the vocabulary is
+        most of a small model's work, and only that row is read).
         A failure while preparing or finishing one item becomes that item's
         entry. A failure of a whole forward pass (out of memory, say) raises;
         the caller can retry item by item.
         """
+        encoded = self.encode_many(text for value in inputs for text in texts(value))
         results: dict[int, R | BaseException] = {}
         jobs: list[tuple[int, _Job[R]]] = []
         for index, value in enumerate(inputs):
             try:
-                prepared = prepare(value)
+                prepared = prepare(value, encoded)
             except Exception as exc:
                 results[index] = exc
                 continue
@@ -162,32 +196,40 @@ class _Scorer:
         jobs.sort(key=lambda item: len(item[1].ids), reverse=True)
         for start in range(0, len(jobs), self.max_batch):
             chunk = jobs[start : start + self.max_batch]
-            outcomes = self._run_chunk([job for _, job in chunk], left_pad=left_pad)
+            outcomes = self._run_chunk([job for _, job in chunk], last_only=last_only)
             for (index, _), outcome in zip(chunk, outcomes, strict=True):
                 results[index] = outcome
         return [results[index] for index in range(len(inputs))]
 
-    def _run_chunk(self, jobs: list[_Job[R]], *, left_pad: bool) -> list[R | BaseException]:
-        logits = self._forward([job.ids for job in jobs], left_pad=left_pad)
+    def _run_chunk(self, jobs: list[_Job[R]], *, last_only: bool) -> list[R | BaseException]:
+        logits = self._forward([job.ids for job in jobs], last_only=last_only)
         width = int(logits.shape[1])
         outcomes: list[R | BaseException] = []
         for row, job in enumerate(jobs):
-            n = len(job.ids)
-            start = width - n if left_pad else 0
+            end = width if last_only else len(job.ids)  # right padding cut away
+            # (a next-token job reads only the last column, where left padding ends every row)
             try:
-                outcomes.append(job.finish(logits[row : row + 1, start : start + n]))
+                outcomes.append(job.finish(logits[row : row + 1, :end]))
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
 
-    def _forward(self, batch: list[list[int]], *, left_pad: bool) -> Any:
-        """Logits ``(B, T, V)`` for ``batch``; equal lengths need no mask at all."""
+    def _forward(self, batch: list[list[int]], *, last_only: bool) -> Any:
+        """Logits ``(B, T, V)`` for ``batch``; ``T`` is 1 for a ``last_only`` batch of several.
+
+        A lone input keeps sway's exact call, and so its exact bits. Equal
+        lengths need no mask at all. Otherwise next-token batches pad on the
+        left (every row ends at the last column) and the others on the right
+        (every row starts at position 0).
+        """
         torch = self.torch
+        left_pad = last_only
+        keep = {"logits_to_keep": 1} if last_only and len(batch) > 1 else {}
         width = max(len(ids) for ids in batch)
         if all(len(ids) == width for ids in batch):
             input_ids = torch.tensor(batch, dtype=torch.long).to(self.device)
             with torch.inference_mode():
-                return self.model(input_ids).logits
+                return self.model(input_ids, **keep).logits
         rows, masks = [], []
         for ids in batch:
             pad = [self.pad_token_id] * (width - len(ids))
@@ -200,15 +242,15 @@ class _Scorer:
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             return self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=position_ids
+                input_ids=input_ids, attention_mask=mask, position_ids=position_ids, **keep
             ).logits
 
     # -- per-operation preparation and math (sway's, step for step) ---------
 
-    def prepare_logprob_of(self, pair: tuple[str, str]) -> _Job[float]:
+    def prepare_logprob_of(self, pair: tuple[str, str], encoded: Encoded) -> _Job[float]:
         prompt, completion = pair
-        prompt_len = len(self.encode(prompt))
-        full_ids = self.encode(prompt + completion)
+        prompt_len = len(_ids(encoded, prompt))
+        full_ids = _ids(encoded, prompt + completion)
         if len(full_ids) <= prompt_len:
             raise probe_error(
                 "logprob_of",
@@ -225,8 +267,8 @@ class _Scorer:
         gathered = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return float(gathered.sum().item())
 
-    def prepare_rolling(self, text: str) -> _Job[Any] | Any:
-        ids = self.encode(text)
+    def prepare_rolling(self, text: str, encoded: Encoded) -> _Job[Any] | Any:
+        ids = _ids(encoded, text)
         if len(ids) < 2:
             return RollingLogprob(
                 token_ids=np.asarray(ids, dtype=np.int64),
@@ -248,8 +290,8 @@ class _Scorer:
             total_logprob=float(gathered.sum().item()),
         )
 
-    def prepare_next_token(self, prompt: str, top_k: int) -> _Job[Any]:
-        ids = self.encode(prompt)
+    def prepare_next_token(self, prompt: str, top_k: int, encoded: Encoded) -> _Job[Any]:
+        ids = _ids(encoded, prompt)
         if not ids:
             # sway would hand the model an empty sequence; no batch can pad that.
             raise probe_error("next_token_dist", f"prompt tokenized to zero tokens ({prompt!r})")
@@ -297,6 +339,14 @@ class _Scorer:
         return self.torch.tensor([ids], dtype=self.torch.long).to(self.device)
 
 
+def _ids(encoded: Encoded, text: str) -> list[int]:
+    """The ids ``encode_many`` found for ``text``, or the reason it could not."""
+    ids = encoded[text]
+    if isinstance(ids, ValueError):
+        raise ids
+    return ids
+
+
 def _single(outcomes: list[R | BaseException]) -> R:
     """The one result of a batch of one, raising it if it is an exception."""
     (outcome,) = outcomes
@@ -329,16 +379,18 @@ class HFView:
         return _single(self.next_token_dist_many([prompt], top_k))
 
     def logprob_of_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | BaseException]:
-        return self._scorer.run(self._scorer.prepare_logprob_of, pairs, left_pad=False)
+        return self._scorer.run(
+            self._scorer.prepare_logprob_of, pairs, lambda pair: (pair[0], pair[0] + pair[1])
+        )
 
     def rolling_logprob_many(self, texts: Sequence[str]) -> list[Any]:
-        return self._scorer.run(self._scorer.prepare_rolling, texts, left_pad=False)
+        return self._scorer.run(self._scorer.prepare_rolling, texts, lambda text: (text,))
 
     def next_token_dist_many(self, prompts: Sequence[str], top_k: int = 256) -> list[Any]:
-        def prepare(prompt: str) -> _Job[Any]:
-            return self._scorer.prepare_next_token(prompt, top_k)
+        def prepare(prompt: str, encoded: Encoded) -> _Job[Any]:
+            return self._scorer.prepare_next_token(prompt, top_k, encoded)
 
-        return self._scorer.run(prepare, prompts, left_pad=True)
+        return self._scorer.run(prepare, prompts, lambda prompt: (prompt,), last_only=True)
 
     def generate(
         self,
