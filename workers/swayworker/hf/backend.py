@@ -34,6 +34,7 @@ import numpy as np
 from swayworker import preflight
 from swayworker.results import RollingLogprob, TokenDist, probe_error
 from swayworker.spec import ModelSpecLike
+from swayworker.views import ScorerView
 
 R = TypeVar("R")
 X = TypeVar("X")
@@ -359,15 +360,12 @@ def _single(outcomes: list[R | BaseException]) -> R:
 
 
 @dataclass(frozen=True, slots=True)
-class HFView:
+class HFView(ScorerView[_Scorer]):
     """One view (base, ft, scaled or null) of an :class:`HFDifferentialBackend`.
 
     Every view scores through the same module; what differs is the adapter
     state the backend set up when the view was entered.
     """
-
-    id: str
-    _scorer: _Scorer
 
     def logprob_of(self, prompt: str, completion: str) -> float:
         return _single(self.logprob_of_many([(prompt, completion)]))
@@ -391,26 +389,6 @@ class HFView:
             return self._scorer.prepare_next_token(prompt, top_k, encoded)
 
         return self._scorer.run(prepare, prompts, lambda prompt: (prompt,), last_only=True)
-
-    def generate(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-    ) -> str:
-        return self._scorer.generate(
-            prompt,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-        )
-
-    def close(self) -> None:
-        """Views own nothing; the backend's ``close`` frees the model."""
 
 
 # --- the backend -------------------------------------------------------------

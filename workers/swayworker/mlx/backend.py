@@ -38,6 +38,7 @@ from swayworker.mlx import adapter as peft_adapter
 from swayworker.mlx import compat, convert, lora
 from swayworker.results import RollingLogprob, TokenDist, probe_error
 from swayworker.spec import ModelSpecLike
+from swayworker.views import ScorerView
 
 _DTYPES = {"fp32": mx.float32, "fp16": mx.float16, "bf16": mx.bfloat16}
 
@@ -144,11 +145,8 @@ class _Scorer:
 
 
 @dataclass(frozen=True, slots=True)
-class MLXView:
+class MLXView(ScorerView[_Scorer]):
     """One view of an :class:`MLXDifferentialBackend` (the LoRA state is the backend's)."""
-
-    id: str
-    _scorer: _Scorer
 
     def logprob_of(self, prompt: str, completion: str) -> float:
         return self._scorer.logprob_of(prompt, completion)
@@ -158,26 +156,6 @@ class MLXView:
 
     def next_token_dist(self, prompt: str, *, top_k: int = 256) -> Any:
         return self._scorer.next_token_dist(prompt, top_k)
-
-    def generate(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-    ) -> str:
-        return self._scorer.generate(
-            prompt,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-        )
-
-    def close(self) -> None:
-        """Views own nothing; the backend holds the model."""
 
 
 class MLXDifferentialBackend:
