@@ -7,7 +7,7 @@ import signal
 
 import pytest
 from swayhost.causes import exit_cause
-from swayhost.deadline import DeadlineEstimator
+from swayhost.deadline import REFRESH, DeadlineEstimator
 from swayhost.policy import RecoveryPolicy, RestartBudget
 
 
@@ -72,6 +72,19 @@ def test_deadline_is_cold_then_follows_p99_per_unit_and_the_floor() -> None:
         deadlines.observe("ScoreBatchRequest", 0.02, 20)  # 1 ms per item in a batch
     assert deadlines.deadline("ScoreBatchRequest", 20) == 0.5  # the floor
     assert deadlines.deadline("PreflightRequest", 2) == 99, "kinds learn separately"
+
+
+def test_deadline_p99_is_refreshed_every_few_samples_not_every_call() -> None:
+    policy = RecoveryPolicy(deadline_floor_s=0.0, deadline_factor=10, deadline_min_samples=3)
+    deadlines = DeadlineEstimator(policy)
+    for _ in range(3):
+        deadlines.observe("ScoreRequest", 0.1, 1)
+    assert deadlines.deadline("ScoreRequest", 1) == pytest.approx(1.0)
+    for _ in range(REFRESH - 1):
+        deadlines.observe("ScoreRequest", 0.3, 1)
+    assert deadlines.deadline("ScoreRequest", 1) == pytest.approx(1.0)  # not yet recomputed
+    deadlines.observe("ScoreRequest", 0.3, 1)
+    assert deadlines.deadline("ScoreRequest", 1) == pytest.approx(3.0)  # slower worker, longer
 
 
 def test_exit_causes_are_named_for_people() -> None:
