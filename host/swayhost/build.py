@@ -18,7 +18,6 @@ from typing import Any
 
 from swayworker.custom import check_entry_point
 
-from swayhost import envs
 from swayhost.endpoint import WorkerEndpoint
 from swayhost.errors import spec_validation_error
 from swayhost.process import WorkerProcess
@@ -207,7 +206,9 @@ def _with_interpreter(options: WorkerOptions) -> WorkerOptions:
     """
     if options.environment is None:
         return options
-    return replace(options, python=str(envs.ensure(options.environment)))
+    from swayhost.envs import ensure  # the installers load only when an env is declared
+
+    return replace(options, python=str(ensure(options.environment)))
 
 
 def _merged_env(options: WorkerOptions) -> dict[str, str] | None:

@@ -11,13 +11,15 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swayplugin.v1 import backend_pb2 as pb
 
-from swayhost.envs.spec import EnvSpec
 from swayhost.policy import RecoveryPolicy
 from swayhost.ray.options import RayOptions
+
+if TYPE_CHECKING:
+    from swayhost.envs.spec import EnvSpec  # its requirement parsing loads packaging
 
 KINDS = ("hf", "mlx", "api", "dummy", "custom")
 LAUNCHERS = ("local", "ray")

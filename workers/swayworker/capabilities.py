@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import platform
 import sys
-from importlib import metadata
 from typing import Any
 
 from swayplugin.v1 import backend_pb2 as pb
@@ -117,6 +116,8 @@ the backend's own ``framework_versions()`` (what it really imported) wins.
 
 def framework_versions_of(backend: Any) -> dict[str, str]:
     """The frameworks installed here, overridden by the backend's own once loaded."""
+    from importlib import metadata  # not at import: the host imports this module
+
     versions = {"python": platform.python_version()}
     for dist in INSTALLED_FRAMEWORKS:
         try:
