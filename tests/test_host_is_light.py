@@ -25,3 +25,16 @@ def test_host_imports_no_ml_framework() -> None:
         [sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "", f"the host imported: {out.stdout.strip()}"
+
+
+def test_import_swayhost_leaves_the_env_installers_unloaded() -> None:
+    """They (and packaging's parser) load when a worker declares an environment, not before."""
+    program = (
+        "import sys, swayhost; "
+        "print(','.join(sorted(m for m in sys.modules "
+        "if m.startswith(('swayhost.envs', 'packaging', 'importlib.metadata')))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "", f"import swayhost loaded: {out.stdout.strip()}"
