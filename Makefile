@@ -37,9 +37,9 @@ $(NODE_WORKER_DEPS): workers/node/package.json workers/node/package-lock.json
 node-worker: $(NODE_WORKER_DEPS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check host workers tests
-	$(BIN)/ruff format --check host workers tests
-	$(BIN)/mypy host workers
+	$(BIN)/ruff check host workers tests bench
+	$(BIN)/ruff format --check host workers tests bench
+	$(BIN)/mypy host workers bench
 
 test: $(STAMP) $(NODE_BIN)/buf $(NODE_WORKER_DEPS) lint buf-lint buf-breaking
 	$(BIN)/python -m pytest -q -ra

@@ -49,23 +49,45 @@ def make_texts(
     max_tokens: int = 40,
 ) -> list[str]:
     """``count`` distinct texts, each ``min_tokens``..``max_tokens`` tokens long."""
-    rng = random.Random(seed)
-    texts: list[str] = []
-    seen: set[str] = set()
-    while len(texts) < count:
-        target = rng.randint(min_tokens, max_tokens)
+    pool = TextPool(count_tokens, seed=seed)
+    return pool.take(count, min_tokens, max_tokens)
+
+
+class TextPool:
+    """Hands out texts never handed out before, of any requested length range.
+
+    One pool serves every sweep on one model, so no text is scored twice by
+    the same side (sway's LRU and the host's cache must both miss), even
+    when two sweeps ask for overlapping lengths. Deterministic: the same
+    calls in the same order give the same texts.
+    """
+
+    def __init__(self, count_tokens: Callable[[str], int], *, seed: int) -> None:
+        self._count = count_tokens
+        self._rng = random.Random(seed)
+        self._seen: set[str] = set()
+
+    def take(self, count: int, min_tokens: int = 8, max_tokens: int = 40) -> list[str]:
+        """``count`` fresh texts, each ``min_tokens``..``max_tokens`` tokens long."""
+        texts: list[str] = []
+        while len(texts) < count:
+            text = self._one(self._rng.randint(min_tokens, max_tokens))
+            n = self._count(text)
+            if text not in self._seen and min_tokens <= n <= max_tokens:
+                self._seen.add(text)
+                texts.append(text)
+        return texts
+
+    def _one(self, target: int) -> str:
+        """Clauses up to ``target`` tokens, then words dropped until it fits."""
+        rng, count = self._rng, self._count
         words = _words(rng)
         words[0] = words[0].capitalize()
-        while count_tokens(" ".join(words)) < target:
+        while count(" ".join(words)) < target:
             words += [rng.choice(LINKS), *_words(rng)]
-        while len(words) > 1 and count_tokens(" ".join(words)) > target:
+        while len(words) > 1 and count(" ".join(words)) > target:
             words.pop()
-        text = " ".join(words)
-        n = count_tokens(text)
-        if text not in seen and min_tokens <= n <= max_tokens:
-            seen.add(text)
-            texts.append(text)
-    return texts
+        return " ".join(words)
 
 
 def split_pair(text: str) -> Pair:

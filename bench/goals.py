@@ -1,0 +1,104 @@
+"""The issue's goals, and the verdict of one run against each.
+
+Every goal is a ratio taken within the run (or, for start-up and import,
+an absolute time), so a verdict never compares figures from two runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.figures import ModelResult, Report
+from bench.measure import worst_unary
+from bench.sweeps import CALLERS
+
+UNARY_GOAL = {"tiny": 1.3, "50m": 1.1}
+"""Host unary per-call time may be at most this multiple of an in-process call."""
+CALLERS_AT = 8
+CALLERS_GOAL = {"tiny": 3.0, "50m": 1.5}
+"""8 concurrent host callers: at least this multiple of in-process sequential throughput."""
+CACHE_GOAL = 50.0
+"""A cache hit: at least this many times faster than a worker round trip."""
+READY_GOAL_S = 1.0
+IMPORT_GOAL_MS = 300.0
+
+
+@dataclass(frozen=True)
+class GoalRow:
+    goal: str
+    model: str
+    target: str
+    measured: str
+    passed: bool | None
+    """None: not measured in this run (the model or the point was left out)."""
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "MISS", None: "not measured"}[self.passed]
+
+
+def _unary(m: ModelResult) -> GoalRow:
+    goal = UNARY_GOAL.get(m.model.name, UNARY_GOAL["tiny"])
+    worst = worst_unary(m.ops)
+    others = ", ".join(f"{t.op} {t.unary_ratio.median:.2f}×" for t in m.ops if t is not worst)
+    return GoalRow(
+        "host unary per-call time / in-process",
+        m.model.name,
+        f"≤ {goal:g}×",
+        f"{worst.unary_ratio.text()} for {worst.op}, the worst op (others: {others})",
+        worst.unary_ratio.median <= goal,
+    )
+
+
+def _callers(m: ModelResult) -> GoalRow:
+    goal = CALLERS_GOAL.get(m.model.name, CALLERS_GOAL["tiny"])
+    sweep = m.sweep(CALLERS)
+    point = sweep.at(CALLERS_AT) if sweep is not None else None
+    name = f"{CALLERS_AT} concurrent callers (dynamic batching): throughput / in-process sequential"
+    if point is None:
+        return GoalRow(name, m.model.name, f"≥ {goal:g}×", "—", None)
+    return GoalRow(
+        name,
+        m.model.name,
+        f"≥ {goal:g}×",
+        f"{point.ratio.text()}; {point.items_per_rpc:.1f} calls per RPC",
+        point.ratio.median >= goal,
+    )
+
+
+def _cache(m: ModelResult) -> GoalRow:
+    c = m.cache
+    return GoalRow(
+        "repeated call from the host cache: worker round trip / cache hit",
+        m.model.name,
+        f"≥ {CACHE_GOAL:g}×",
+        f"{c.ratio.text(0)}; {c.round_trip_ms:.2f} ms vs {c.hit_ms * 1e3:.0f} µs",
+        c.ratio.median >= CACHE_GOAL,
+    )
+
+
+def goal_rows(report: Report) -> list[GoalRow]:
+    rows: list[GoalRow] = []
+    for make in (_unary, _callers, _cache):
+        rows += [make(m) for m in report.models]
+    ready = report.ready.median_s
+    rows.append(
+        GoalRow(
+            "worker spawn → ready, no model",
+            "—",
+            f"≤ {READY_GOAL_S:g} s",
+            f"{ready:.2f} s (median of {len(report.ready.seconds)})",
+            ready <= READY_GOAL_S,
+        )
+    )
+    imp = report.imports.wall_ms
+    rows.append(
+        GoalRow(
+            "`import swayhost` (wall time over a bare interpreter)",
+            "—",
+            f"≤ {IMPORT_GOAL_MS / 1e3:g} s",
+            f"{imp / 1e3:.2f} s (median of {report.config.import_reps} pairs)",
+            imp <= IMPORT_GOAL_MS,
+        )
+    )
+    return rows
