@@ -190,9 +190,7 @@ class Supervisor:
     # -- calls -------------------------------------------------------------
 
     def score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
-        op = request_from_proto(request).op
-        units = getattr(op, "max_new_tokens", 1)
-        return self._unary(lambda s: s.Score, request, units, lambda: _describe(request))
+        return self._unary(lambda s: s.Score, request, _units(request), lambda: _describe(request))
 
     def preflight(self) -> pb.PreflightResponse:
         return self._unary(
@@ -225,7 +223,7 @@ class Supervisor:
         self, requests: list[pb.ScoreRequest], *, crashes: int, exclusive: bool
     ) -> list[pb.ScoreBatchItem | Exception]:
         message = pb.ScoreBatchRequest(requests=requests)
-        units = sum(getattr(request_from_proto(r).op, "max_new_tokens", 1) for r in requests)
+        units = sum(_units(r) for r in requests)
 
         def what() -> str:
             return _describe(requests[0]) if len(requests) == 1 else f"a batch of {len(requests)}"
@@ -579,6 +577,17 @@ class Supervisor:
             spare.close()
             return None
         return spare
+
+
+def _units(request: pb.ScoreRequest) -> int:
+    """The request's work for the deadline: its new tokens for a generate, else 1.
+
+    Read off the message (a field lookup), not by decoding the whole request
+    on every call.
+    """
+    if request.WhichOneof("op") == "generate":
+        return max(1, request.generate.max_new_tokens)
+    return 1
 
 
 def _describe(request: pb.ScoreRequest) -> str:

@@ -225,7 +225,10 @@ class _Scorer:
         """
         torch = self.torch
         left_pad = last_only
-        keep = {"logits_to_keep": 1} if last_only and len(batch) > 1 else {}
+        # A batch (not sway's exact lone call) also skips the KV cache nobody reads.
+        keep: dict[str, Any] = {}
+        if len(batch) > 1:
+            keep = {"use_cache": False, "logits_to_keep": 1} if last_only else {"use_cache": False}
         width = max(len(ids) for ids in batch)
         if all(len(ids) == width for ids in batch):
             input_ids = torch.tensor(batch, dtype=torch.long).to(self.device)
