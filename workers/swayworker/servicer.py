@@ -1,11 +1,13 @@
 """The gRPC servicer: contract requests -> calls on a sway-style backend.
 
-Every request names its view, so the servicer enters that view's context
-manager around the call itself. A backend that toggles shared weights is
-not safe for concurrent views, so calls are serialised with a lock unless
-the backend declares ``safe_for_concurrent_views``. A batch is grouped by
-view (one enter/exit per view, no thrashing) and by operation, and uses the
-view's ``*_many`` methods when it has them (real padded forward passes).
+Every request names its view, and the servicer enters that view's context
+manager for it. A backend that toggles shared weights is not safe for
+concurrent views, so its calls are serialised with a lock, and the view last
+entered stays open for the next request on it (``HeldView``), as it would in
+a caller's ``with`` block; a backend that declares
+``safe_for_concurrent_views`` gets a fresh view per call, unlocked. A batch is
+grouped by view and by operation, and uses the view's ``*_many`` methods when
+it has them (real padded forward passes).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from swayworker.codec import (
     result_to_proto,
 )
 from swayworker.errors import NotLoaded, UnsupportedOperation, WorkerError, classify
+from swayworker.held_view import HeldView
 from swayworker.protocol import PROTOCOL_VERSION
 from swayworker.results import probe_error
 
@@ -62,6 +65,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         self._on_shutdown = on_shutdown
         self._load_lock = threading.Lock()
         self._view_lock = threading.Lock()
+        self._held = HeldView(self._enter)
         self._caps: tuple[Any, pb.Capabilities] | None = None
 
     # -- metadata ----------------------------------------------------------
@@ -120,7 +124,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             decoded = request_from_proto(request)
             backend = self._loaded()
             _validate(decoded.op, self._capabilities(backend))
-            with self._serialised(backend), self._enter(backend, decoded.view) as view:
+            with self._view_of(backend, decoded.view) as view:
                 value = _run_one(view, decoded.op)
             return result_to_proto(decoded.op, value, max_top_k=_max_top_k(backend))
         except Exception as exc:
@@ -157,9 +161,8 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
                 continue
             ops[i] = decoded.op
             groups.setdefault(decoded.view, []).append(i)
-        with self._serialised(backend):
-            for view_key, indices in groups.items():
-                self._run_group(backend, view_key, indices, ops, outcomes)
+        for view_key, indices in groups.items():
+            self._run_group(backend, view_key, indices, ops, outcomes)
         return list(zip(outcomes, ops, strict=True))
 
     def _run_group(
@@ -171,7 +174,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         outcomes: list[Outcome],
     ) -> None:
         try:
-            with self._enter(backend, view_key) as view:
+            with self._view_of(backend, view_key) as view:
                 for idx, value in _run_batched(view, [(i, ops[i]) for i in indices]):
                     outcomes[idx] = value
         except Exception as exc:  # entering or leaving the view failed
@@ -188,6 +191,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             if not callable(check):
                 raise UnsupportedOperation("this backend does not implement preflight")
             with self._serialised(backend):
+                self._held.release()  # the check enters the views itself
                 ok, reason = check()
             return pb.PreflightResponse(ok=bool(ok), reason=str(reason))
         except Exception as exc:
@@ -222,6 +226,8 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         return self._backend
 
     def _close_backend(self) -> None:
+        with self._view_lock:
+            self._held.release()
         close = getattr(self._backend, "close", None)
         if callable(close):
             try:
@@ -237,6 +243,25 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             return
         with self._view_lock:
             yield
+
+    @contextlib.contextmanager
+    def _view_of(self, backend: Any, key: ViewKey) -> Iterator[Any]:
+        """The view for a call: entered for it alone, or held (locked) between calls.
+
+        A call that raises releases the held view, so whatever the failure
+        did to the backend's state is undone by the view's own exit.
+        """
+        if getattr(backend, "safe_for_concurrent_views", False):
+            with self._enter(backend, key) as view:
+                yield view
+            return
+        with self._view_lock:
+            view = self._held.view(backend, key)
+            try:
+                yield view
+            except BaseException:
+                self._held.release()
+                raise
 
     @staticmethod
     def _enter(backend: Any, view: ViewKey) -> Any:
