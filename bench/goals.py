@@ -40,12 +40,14 @@ class GoalRow:
 def _unary(m: ModelResult) -> GoalRow:
     goal = UNARY_GOAL.get(m.model.name, UNARY_GOAL["tiny"])
     worst = worst_unary(m.ops)
-    others = ", ".join(f"{t.op} {t.unary_ratio.median:.2f}×" for t in m.ops if t is not worst)
+    others = ", ".join(
+        f"{t.view} {t.op} {t.unary_ratio.median:.2f}×" for t in m.ops if t is not worst
+    )
     return GoalRow(
         "host unary per-call time / in-process",
         m.model.name,
         f"≤ {goal:g}×",
-        f"{worst.unary_ratio.text()} for {worst.op}, the worst op (others: {others})",
+        f"{worst.unary_ratio.text()} for {worst.view} {worst.op}, the worst (others: {others})",
         worst.unary_ratio.median <= goal,
     )
 

@@ -35,6 +35,8 @@ class OpTiming:
     """One op's figures: medians in milliseconds, ratios as medians of per-round ratios."""
 
     op: str
+    view: str
+    """``ft`` or ``base``: the host keeps a view entered between calls, as sway does."""
     inproc_ms: float
     host_unary_ms: float
     host_batched_ms: float
@@ -109,9 +111,11 @@ def measure_ops(
     pool: TextPool,
     plan: ModelPlan,
     *,
+    view: str,
     tick: Callable[[], None] | None = None,
 ) -> tuple[OpTiming, ...]:
-    """Interleaved rounds over every op (ops rotate each round); see the module docstring."""
+    """Interleaved rounds over every op (ops rotate each round) on the entered ``view``
+    of both sides; see the module docstring."""
     _warm_up(inproc, host, pool, plan)
     samples = {op: _Samples() for op in OPS}
     for r in range(plan.rounds):
@@ -120,13 +124,14 @@ def measure_ops(
             _round(op, inproc, host, texts, plan, r, samples[op])
         if tick is not None:
             tick()
-    return tuple(_summary(op, samples[op]) for op in OPS)
+    return tuple(_summary(op, view, samples[op]) for op in OPS)
 
 
-def _summary(op: str, s: _Samples) -> OpTiming:
+def _summary(op: str, view: str, s: _Samples) -> OpTiming:
     ms = 1e3
     return OpTiming(
         op=op,
+        view=view,
         inproc_ms=statistics.median(s.inproc_calls) * ms,
         host_unary_ms=statistics.median(s.host_calls) * ms,
         host_batched_ms=statistics.median(s.batched_per_item) * ms,
@@ -136,7 +141,8 @@ def _summary(op: str, s: _Samples) -> OpTiming:
 
 
 def worst_unary(ops: Sequence[OpTiming]) -> OpTiming:
-    """The op whose host unary call costs most relative to in-process: the goal's figure."""
+    """The op (and view) whose host unary call costs most relative to in-process: the
+    goal's figure."""
     return max(ops, key=lambda t: t.unary_ratio.median)
 
 

@@ -45,6 +45,7 @@ def _ops(report: Report) -> Section:
             rows.append(
                 (
                     m.model.name,
+                    t.view,
                     op,
                     f"{t.inproc_ms:.2f}",
                     f"{t.host_unary_ms:.2f}",
@@ -57,6 +58,7 @@ def _ops(report: Report) -> Section:
         "Per op: in-process vs host unary vs host batched",
         (
             "model",
+            "view",
             "op",
             "in-process ms/call",
             "host unary ms/call",
@@ -257,7 +259,9 @@ def _method(report: Report) -> list[str]:
         "## Method",
         "",
         "- Both sides load the same base model and LoRA adapter, fp32 on CPU, and score the"
-        " `ft` view. In-process: dlm-sway's `HuggingFaceDifferentialBackend`. Host:"
+        " `ft` view (the per-op table also the `base` view), each side entering the view"
+        " once for a run of calls, as sway's probes do. In-process: dlm-sway's"
+        " `HuggingFaceDifferentialBackend`. Host:"
         " `swayhost.build` (a worker process, gRPC over a Unix socket), result cache off"
         " (`cache_bytes=0`) except in the cache test, dynamic batching on (the default).",
         "- Texts are English-like and deterministic; every text is fresh (no side scores a text"
@@ -302,7 +306,7 @@ def to_markdown(report: Report, plot_name: str | None = None) -> str:
         "# sway-plugin-host benchmark",
         "",
         f"In-process dlm-sway against the host on the same model, side by side in one run"
-        f" ({report.elapsed_s / 60:.1f} min). Models: {labels}. fp32 on CPU, `ft` view.",
+        f" ({report.elapsed_s / 60:.1f} min). Models: {labels}. fp32 on CPU.",
         "The tiny model is where host overhead shows most (a forward pass costs about what a"
         " round trip does); the ~50M random Llama is where compute dominates.",
         "Machine noise is large here: read the ratios, not the absolute times.",

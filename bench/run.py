@@ -54,8 +54,8 @@ def measure_model(
         sway, host = sides.sway, sides.host
         builds = [sides.host_build_s]
         with sway.as_finetuned() as inproc_view, host.as_finetuned() as host_view:
-            with steps.phase(f"{name}: per-op table", plan.rounds) as tick:
-                ops = measure_ops(inproc_view, host_view, pool, plan, tick=tick)
+            with steps.phase(f"{name}: per-op table, ft view", plan.rounds) as tick:
+                ops = measure_ops(inproc_view, host_view, pool, plan, view="ft", tick=tick)
             total = len(plan.batch_sizes) * plan.sweep_rounds
             with steps.phase(f"{name}: batch size", total) as tick:
                 batch = batch_sweep(inproc_view, host_view, pool, plan, name, tick)
@@ -65,6 +65,13 @@ def measure_model(
             total = len(top_ks(plan, model)) * plan.sweep_rounds
             with steps.phase(f"{name}: top_k", total) as tick:
                 top_k = top_k_sweep(inproc_view, host_view, pool, plan, model, tick)
+        # sway scores the base view as much as the fine-tuned one.
+        with (
+            sway.as_base() as inproc_view,
+            host.as_base() as host_view,
+            steps.phase(f"{name}: per-op table, base view", plan.rounds) as tick,
+        ):
+            ops += measure_ops(inproc_view, host_view, pool, plan, view="base", tick=tick)
         total = len(plan.callers) * plan.sweep_rounds
         with steps.phase(f"{name}: concurrent callers", total) as tick:
             callers = callers_sweep(sway, host, pool, plan, name, tick)

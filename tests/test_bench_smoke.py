@@ -52,7 +52,7 @@ def test_quick_bench_reports_every_sweep_and_writes_markdown_and_png(
 
     assert finite_positive(report)
     (result,) = report.models
-    assert tuple(t.op for t in result.ops) == OPS
+    assert [(t.view, t.op) for t in result.ops] == [(v, op) for v in ("ft", "base") for op in OPS]
     assert [s.kind for s in result.sweeps] == list(KINDS)
     for sweep in result.sweeps:
         assert len(sweep.points) >= 2, sweep.kind.key
