@@ -134,7 +134,7 @@ class _Scorer:
 
         One call for n texts costs about what one text does (a fast
         tokenizer works through the list natively), and gives each text the
-        ids it gets alone. A single text goes through sway's own call.
+        ids sway's own call gives it alone (tested), without building tensors.
         Longer than the model's context (the advertised max_prompt_tokens) is
         a bad argument for that text only: positions past it are garbage at
         best, and an index error on the device at worst.
@@ -142,10 +142,7 @@ class _Scorer:
         unique = list(dict.fromkeys(texts))
         if not unique:
             return {}
-        if len(unique) == 1:
-            rows = [self.tokenizer(unique[0], return_tensors="pt").input_ids[0].tolist()]
-        else:
-            rows = self.tokenizer(unique)["input_ids"]
+        rows = self.tokenizer(unique)["input_ids"]
         encoded: dict[str, list[int] | ValueError] = {}
         for text, row in zip(unique, rows, strict=True):
             try:
