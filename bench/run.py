@@ -2,7 +2,7 @@
 
 Per model, both sides stay open from the first measurement to the last
 (``bench.sides``), and one ``TextPool`` feeds every measurement, so no text
-is ever scored twice by the same side. The order: the per-op table, the
+is ever scored twice by the same side. The order: the per-op tables (ft, then base), the
 batch-size, prompt-length and top_k sweeps (in one pair of views), the
 caller sweep (each caller thread enters its own view), and last the cache
 test, the only place where repeats are meant to hit a cache.
@@ -53,9 +53,21 @@ def measure_model(
             sides = stack.enter_context(open_sides(model, config.threads))
         sway, host = sides.sway, sides.host
         builds = [sides.host_build_s]
+        # sway scores the base view as much as the fine-tuned one; both tables
+        # come first, back to back, so they see the same machine.
+        with (
+            sway.as_finetuned() as inproc_view,
+            host.as_finetuned() as host_view,
+            steps.phase(f"{name}: per-op table, ft view", plan.rounds) as tick,
+        ):
+            ops = measure_ops(inproc_view, host_view, pool, plan, view="ft", tick=tick)
+        with (
+            sway.as_base() as inproc_view,
+            host.as_base() as host_view,
+            steps.phase(f"{name}: per-op table, base view", plan.rounds) as tick,
+        ):
+            ops += measure_ops(inproc_view, host_view, pool, plan, view="base", tick=tick)
         with sway.as_finetuned() as inproc_view, host.as_finetuned() as host_view:
-            with steps.phase(f"{name}: per-op table, ft view", plan.rounds) as tick:
-                ops = measure_ops(inproc_view, host_view, pool, plan, view="ft", tick=tick)
             total = len(plan.batch_sizes) * plan.sweep_rounds
             with steps.phase(f"{name}: batch size", total) as tick:
                 batch = batch_sweep(inproc_view, host_view, pool, plan, name, tick)
@@ -65,13 +77,6 @@ def measure_model(
             total = len(top_ks(plan, model)) * plan.sweep_rounds
             with steps.phase(f"{name}: top_k", total) as tick:
                 top_k = top_k_sweep(inproc_view, host_view, pool, plan, model, tick)
-        # sway scores the base view as much as the fine-tuned one.
-        with (
-            sway.as_base() as inproc_view,
-            host.as_base() as host_view,
-            steps.phase(f"{name}: per-op table, base view", plan.rounds) as tick,
-        ):
-            ops += measure_ops(inproc_view, host_view, pool, plan, view="base", tick=tick)
         total = len(plan.callers) * plan.sweep_rounds
         with steps.phase(f"{name}: concurrent callers", total) as tick:
             callers = callers_sweep(sway, host, pool, plan, name, tick)
