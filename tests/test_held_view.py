@@ -111,6 +111,15 @@ def test_a_batch_reuses_the_held_view_and_leaves_the_last_one_open() -> None:
     assert backend.log == ["enter ft", "exit ft", "enter base"]
 
 
+def test_a_batch_mixing_views_starts_with_the_held_one() -> None:
+    backend = RecordingBackend()
+    servicer = serve(backend)
+    score(servicer, ViewKey.base())
+    response = batch(servicer, [ViewKey.ft(), ViewKey.base(), ViewKey.ft()])
+    assert [item.result.logprob for item in response.items] == [-1.0, -1.0, -1.0]  # in order
+    assert backend.log == ["enter base", "exit base", "enter ft"]
+
+
 def test_preflight_and_close_get_the_backend_to_themselves() -> None:
     backend = RecordingBackend()
     servicer = serve(backend)

@@ -37,6 +37,11 @@ class HeldView:
         self._view: Any = None
         self._stack: contextlib.ExitStack | None = None
 
+    @property
+    def key(self) -> ViewKey | None:
+        """The view held now (None: none)."""
+        return self._key
+
     def view(self, backend: Any, key: ViewKey) -> Any:
         """The view ``key`` of ``backend``: the one held, or entered now (leaving any other)."""
         if self._stack is not None and self._key == key and self._backend is backend:

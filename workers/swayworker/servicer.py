@@ -161,8 +161,10 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
                 continue
             ops[i] = decoded.op
             groups.setdefault(decoded.view, []).append(i)
-        for view_key, indices in groups.items():
-            self._run_group(backend, view_key, indices, ops, outcomes)
+        # The view already held goes first: a batch mixing two views switches once, not twice.
+        held = self._held.key
+        for view_key in sorted(groups, key=lambda key: key != held):
+            self._run_group(backend, view_key, groups[view_key], ops, outcomes)
         return list(zip(outcomes, ops, strict=True))
 
     def _run_group(
