@@ -15,19 +15,17 @@ renamed into place once complete, so an interrupted build is never reused.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from swayhost.paths import cache_dir
+from swayworker.hf.tiny import build_once
 
 RECIPE_VERSION = 2
 """Bump when the ~50M recipe changes, so stale cached builds are not reused."""
-MARKER = "COMPLETE.json"
 SEED = 50
 MEDIUM = {
     "vocab_size": 32000,
@@ -104,27 +102,8 @@ def medium_model(tokenizer_from: Path, root: Path | None = None) -> BenchModel:
     """The ~50M random Llama + random LoRA, built once under ``root`` and reused."""
     parent = root or cache_dir() / "bench"
     final = parent / f"random-llama-50m-v{RECIPE_VERSION}"
-    if not (final / MARKER).is_file():
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
-        try:
-            _build(staging, tokenizer_from)
-            (staging / MARKER).write_text(json.dumps({"recipe_version": RECIPE_VERSION}) + "\n")
-            _publish(staging, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    build_once(final, lambda staging: _build(staging, tokenizer_from), RECIPE_VERSION)
     return describe("50m", final / "base", final / "adapter")
-
-
-def _publish(staging: Path, final: Path) -> None:
-    """Rename into place; a stale incomplete folder is replaced, a complete rival kept."""
-    if final.exists() and not (final / MARKER).is_file():
-        shutil.rmtree(final)
-    try:
-        os.rename(staging, final)
-    except OSError:
-        if not (final / MARKER).is_file():
-            raise
 
 
 def _build(root: Path, tokenizer_from: Path) -> None:

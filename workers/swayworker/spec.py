@@ -78,3 +78,10 @@ def sway_spec(msg: pb.ModelSpec) -> Any:
         entry_point=plain.entry_point,
         endpoint=plain.endpoint,
     )
+
+
+def tokenizer_source(base: str, adapter_path: Path) -> str:
+    """sway's rule: the adapter's own tokenizer wins when it ships one, else the base's."""
+    if (adapter_path / "tokenizer_config.json").exists():
+        return str(adapter_path)
+    return base

@@ -33,7 +33,7 @@ import numpy as np
 
 from swayworker import preflight
 from swayworker.results import RollingLogprob, TokenDist, probe_error
-from swayworker.spec import ModelSpecLike
+from swayworker.spec import ModelSpecLike, tokenizer_source
 from swayworker.views import ScorerView
 
 R = TypeVar("R")
@@ -422,7 +422,7 @@ class HFDifferentialBackend:
         trust = bool(base_spec.trust_remote_code)
 
         tokenizer = transformers.AutoTokenizer.from_pretrained(
-            self._tokenizer_source(), trust_remote_code=trust
+            tokenizer_source(self._base, self._adapter_path), trust_remote_code=trust
         )
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -441,12 +441,6 @@ class HFDifferentialBackend:
             model, tokenizer, self._device, max_batch, self.max_prompt_tokens
         )
         self._active: str | None = None
-
-    def _tokenizer_source(self) -> str:
-        """sway's rule: the adapter's own tokenizer wins when it ships one."""
-        if (self._adapter_path / "tokenizer_config.json").exists():
-            return str(self._adapter_path)
-        return self._base
 
     # -- facts the worker advertises ---------------------------------------
 

@@ -114,24 +114,34 @@ def build_variant(out_dir: Path, name: str, make_tokenizer: TokenizerMaker) -> T
 
     Variants share everything but the tokenizer (the SentencePiece one in
     ``swayworker.hf.tiny_spm`` exists because llama.cpp's converter needs
-    it). A build counts as complete only when its marker exists; the marker
-    is the last file written and reaches its final directory through an
-    atomic rename together with everything else.
+    it). Built once, atomically: see ``build_once``.
     """
     root = Path(out_dir).resolve() / name
+    build_once(root, lambda staging: _build_into(_layout(staging), make_tokenizer), RECIPE_VERSION)
+    return _layout(root)
+
+
+def build_once(root: Path, build: Callable[[Path], None], recipe_version: int) -> Path:
+    """``root``, built by ``build(staging)`` unless a complete build is already there.
+
+    A build counts as complete only when its marker exists; the marker is the
+    last file written and reaches ``root`` through an atomic rename together
+    with everything else, so an interrupted build never looks usable and two
+    concurrent builders leave one complete result.
+    """
     if (root / MARKER).is_file():
-        return _layout(root)
+        return root
     if root.exists():
         raise FileExistsError(f"{root} exists but holds no complete build; delete it and retry")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root.parent))
     try:
-        _build_into(_layout(staging), make_tokenizer)
-        (staging / MARKER).write_text(json.dumps({"recipe_version": RECIPE_VERSION}) + "\n")
+        build(staging)
+        (staging / MARKER).write_text(json.dumps({"recipe_version": recipe_version}) + "\n")
         _publish(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return _layout(root)
+    return root
 
 
 def _layout(root: Path) -> TinyModel:

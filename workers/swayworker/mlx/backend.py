@@ -37,7 +37,7 @@ from swayworker import preflight
 from swayworker.mlx import adapter as peft_adapter
 from swayworker.mlx import compat, convert, lora
 from swayworker.results import RollingLogprob, TokenDist, probe_error
-from swayworker.spec import ModelSpecLike
+from swayworker.spec import ModelSpecLike, tokenizer_source
 from swayworker.views import ScorerView
 
 _DTYPES = {"fp32": mx.float32, "fp16": mx.float16, "bf16": mx.bfloat16}
@@ -191,19 +191,14 @@ class MLXDifferentialBackend:
         self._lora = lora.attach(model, arrays, plan.scaling)
         model.eval()
         mx.eval(model.parameters())
-        tokenizer = _load_tokenizer(self._tokenizer_source(), bool(base_spec.trust_remote_code))
+        source = tokenizer_source(self._base, self._adapter_path)
+        tokenizer = _load_tokenizer(source, bool(base_spec.trust_remote_code))
         self._max_positions = int(getattr(model.args, "max_position_embeddings", 0) or 0)
         self._scorer: _Scorer | None = _Scorer(
             model, tokenizer, set(wrapper.eos_token_ids), self._max_positions
         )
         self._vocab_size = int(model(mx.array([[0]])).shape[-1])
         self._active: str | None = None
-
-    def _tokenizer_source(self) -> str:
-        """sway's rule: the adapter's own tokenizer wins when it ships one."""
-        if (self._adapter_path / "tokenizer_config.json").exists():
-            return str(self._adapter_path)
-        return self._base
 
     # -- facts the worker advertises ---------------------------------------
 
