@@ -124,11 +124,6 @@ class _Scorer:
         self.max_batch = max_batch
         self.max_tokens = max_tokens
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` through the very call sway makes; see ``encode_many``."""
-        ids = self.tokenizer(text, return_tensors="pt").input_ids
-        return self._within_context([int(i) for i in ids[0].tolist()])
-
     def encode_many(self, texts: Iterable[str]) -> Encoded:
         """Token ids of every text, in one tokenizer call for a batch.
 
@@ -221,7 +216,6 @@ class _Scorer:
         (every row starts at position 0).
         """
         torch = self.torch
-        left_pad = last_only
         # A batch (not sway's exact lone call) also skips the KV cache nobody reads.
         keep: dict[str, Any] = {}
         if len(batch) > 1:
@@ -235,8 +229,8 @@ class _Scorer:
         for ids in batch:
             pad = [self.pad_token_id] * (width - len(ids))
             ones, zeros = [1] * len(ids), [0] * len(pad)
-            rows.append(pad + ids if left_pad else ids + pad)
-            masks.append(zeros + ones if left_pad else ones + zeros)
+            rows.append(pad + ids if last_only else ids + pad)
+            masks.append(zeros + ones if last_only else ones + zeros)
         input_ids = torch.tensor(rows, dtype=torch.long).to(self.device)
         mask = torch.tensor(masks, dtype=torch.long).to(self.device)
         # Positions count real tokens only, so left padding shifts nothing.
@@ -320,9 +314,10 @@ class _Scorer:
     ) -> str:
         """sway's generate: greedy at temperature 0, else seeded sampling."""
         torch = self.torch
-        self.encode(prompt)  # the context-length check
+        inputs = self.tokenizer(prompt, return_tensors="pt")
+        self._within_context(inputs.input_ids[0].tolist())
+        inputs = inputs.to(self.device)
         torch.manual_seed(seed)
-        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         do_sample = temperature > 0.0
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
