@@ -7,6 +7,7 @@ different degrees.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -103,3 +104,35 @@ class NotABackend:
 class WrongSignature:
     def __init__(self, model_name: str) -> None:
         pass
+
+
+class ThreadRecording(MinimalBackend):
+    """Records which threads run its code: constructor, views and calls.
+
+    ``logprob_of`` answers minus the number of distinct threads seen so far,
+    so a caller through a real worker can read how many threads ran model code.
+    """
+
+    def __init__(self, *, base_spec: Any, adapter_path: Any) -> None:
+        super().__init__(base_spec=base_spec, adapter_path=adapter_path)
+        self.threads = {threading.get_ident()}
+
+    @contextmanager
+    def as_base(self) -> Iterator[_View]:
+        self.threads.add(threading.get_ident())
+        yield _CountingView(self.threads)
+
+    @contextmanager
+    def as_finetuned(self) -> Iterator[_View]:
+        self.threads.add(threading.get_ident())
+        yield _CountingView(self.threads)
+
+
+class _CountingView(_View):
+    def __init__(self, threads: set[int]) -> None:
+        super().__init__(0.0)
+        self._threads = threads
+
+    def logprob_of(self, prompt: str, completion: str) -> float:
+        self._threads.add(threading.get_ident())
+        return -float(len(self._threads))

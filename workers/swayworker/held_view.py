@@ -12,7 +12,7 @@ itself, or a call on it fails (leaving restores the backend's state, so an
 error never lingers).
 
 It is only for backends whose calls are serialised anyway (not safe for
-concurrent views): the caller holds the servicer's view lock around every use.
+concurrent views): every use is on the servicer's one model thread.
 """
 
 from __future__ import annotations

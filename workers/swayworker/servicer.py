@@ -2,12 +2,14 @@
 
 Every request names its view, and the servicer enters that view's context
 manager for it. A backend that toggles shared weights is not safe for
-concurrent views, so its calls are serialised with a lock, and the view last
-entered stays open for the next request on it (``HeldView``), as it would in
-a caller's ``with`` block; a backend that declares
-``safe_for_concurrent_views`` gets a fresh view per call, unlocked. A batch is
-grouped by view and by operation, and uses the view's ``*_many`` methods when
-it has them (real padded forward passes).
+concurrent views, so its calls are serialised: they all run on one
+``ModelThread`` (which also keeps torch to one pool of intra-op threads), and
+the view last entered stays open for the next request on it (``HeldView``),
+as it would in a caller's ``with`` block; a backend that declares
+``safe_for_concurrent_views`` gets a fresh view per call, on the gRPC thread
+that took it. Load, Preflight and close always run on the model thread. A
+batch is grouped by view and by operation, and uses the view's ``*_many``
+methods when it has them (real padded forward passes).
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import contextlib
 import logging
 import math
 import os
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from swayplugin.v1 import backend_pb2 as pb
@@ -37,6 +38,7 @@ from swayworker.codec import (
 )
 from swayworker.errors import NotLoaded, UnsupportedOperation, WorkerError, classify
 from swayworker.held_view import HeldView
+from swayworker.model_thread import ModelThread
 from swayworker.protocol import PROTOCOL_VERSION
 from swayworker.results import probe_error
 
@@ -45,6 +47,7 @@ log = logging.getLogger("swayworker")
 Loader = Callable[[pb.ModelSpec], Any]
 Outcome = Any | BaseException
 """A result value, or the exception that failed that one item."""
+T = TypeVar("T")
 
 
 class BackendServicer(pb_grpc.DifferentialBackendServicer):
@@ -63,8 +66,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         self._spec: pb.ModelSpec | None = None
         self._worker_kind = worker_kind
         self._on_shutdown = on_shutdown
-        self._load_lock = threading.Lock()
-        self._view_lock = threading.Lock()
+        self._model = ModelThread()
         self._held = HeldView(self._enter)
         self._caps: tuple[Any, pb.Capabilities] | None = None
 
@@ -84,9 +86,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         if backend is not None:
             response.capabilities.CopyFrom(caps.capabilities_of(backend))
             response.model.CopyFrom(caps.model_info_of(backend, self._spec))
-            response.safe_for_concurrent_views = bool(
-                getattr(backend, "safe_for_concurrent_views", False)
-            )
+            response.safe_for_concurrent_views = _concurrent(backend)
         return response
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Any:
@@ -104,18 +104,22 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         """Build the backend for ``spec`` (unless it is the one loaded); the new description.
 
         Loading the spec already loaded changes nothing, so a host that
-        attaches to a running service Loads its ``loaded_spec`` safely.
+        attaches to a running service Loads its ``loaded_spec`` safely. The
+        build runs on the model thread, so the model is made on the thread
+        that will run it (and two Loads never overlap).
         """
-        with self._load_lock:
-            if self._loader is not None and (self._backend is None or self._spec != spec):
-                self._close_backend()
-                self._spec = None
-                self._backend = self._loader(spec)
-                self._spec = pb.ModelSpec()
-                self._spec.CopyFrom(spec)
-            elif self._backend is None:
-                raise NotLoaded("this worker has no backend and no loader")
-            return self.describe()
+        self._model.call(lambda: self._load_here(spec))
+        return self.describe()
+
+    def _load_here(self, spec: pb.ModelSpec) -> None:
+        if self._loader is not None and (self._backend is None or self._spec != spec):
+            self._close_backend()
+            self._spec = None
+            self._backend = self._loader(spec)
+            self._spec = pb.ModelSpec()
+            self._spec.CopyFrom(spec)
+        elif self._backend is None:
+            raise NotLoaded("this worker has no backend and no loader")
 
     # -- scoring -----------------------------------------------------------
 
@@ -124,8 +128,12 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             decoded = request_from_proto(request)
             backend = self._loaded()
             _validate(decoded.op, self._capabilities(backend))
-            with self._view_of(backend, decoded.view) as view:
-                value = _run_one(view, decoded.op)
+
+            def score() -> Any:
+                with self._view_of(backend, decoded.view) as view:
+                    return _run_one(view, decoded.op)
+
+            value = self._serial(backend, score)
             return result_to_proto(decoded.op, value, max_top_k=_max_top_k(backend))
         except Exception as exc:
             _fail(context, exc)
@@ -161,10 +169,14 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
                 continue
             ops[i] = decoded.op
             groups.setdefault(decoded.view, []).append(i)
-        # The view already held goes first: a batch mixing two views switches once, not twice.
-        held = self._held.key
-        for view_key in sorted(groups, key=lambda key: key != held):
-            self._run_group(backend, view_key, groups[view_key], ops, outcomes)
+
+        def run_groups() -> None:
+            # The view already held goes first: a batch mixing two views switches once, not twice.
+            held = self._held.key
+            for view_key in sorted(groups, key=lambda key: key != held):
+                self._run_group(backend, view_key, groups[view_key], ops, outcomes)
+
+        self._serial(backend, run_groups)
         return list(zip(outcomes, ops, strict=True))
 
     def _run_group(
@@ -192,9 +204,12 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             check = getattr(backend, "preflight_finite_check", None)
             if not callable(check):
                 raise UnsupportedOperation("this backend does not implement preflight")
-            with self._serialised(backend):
+
+            def run_check() -> Any:
                 self._held.release()  # the check enters the views itself
-                ok, reason = check()
+                return check()
+
+            ok, reason = self._model.call(run_check)
             return pb.PreflightResponse(ok=bool(ok), reason=str(reason))
         except Exception as exc:
             _fail(context, exc)
@@ -206,8 +221,9 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         return pb.ShutdownResponse()
 
     def close(self) -> None:
-        with self._load_lock:
-            self._close_backend()
+        """Close the backend (after any Load or call in progress) and end the model thread."""
+        self._model.call(self._close_backend)
+        self._model.stop()
 
     # -- internals ---------------------------------------------------------
 
@@ -228,8 +244,8 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         return self._backend
 
     def _close_backend(self) -> None:
-        with self._view_lock:
-            self._held.release()
+        """Leave the held view and close the backend; on the model thread."""
+        self._held.release()
         close = getattr(self._backend, "close", None)
         if callable(close):
             try:
@@ -238,32 +254,30 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
                 log.exception("backend close() failed")
         self._backend = None
 
-    @contextlib.contextmanager
-    def _serialised(self, backend: Any) -> Iterator[None]:
-        if getattr(backend, "safe_for_concurrent_views", False):
-            yield
-            return
-        with self._view_lock:
-            yield
+    def _serial(self, backend: Any, work: Callable[[], T]) -> T:
+        """Run ``work`` on the model thread, or here if ``backend`` allows concurrent views."""
+        if _concurrent(backend):
+            return work()
+        return self._model.call(work)
 
     @contextlib.contextmanager
     def _view_of(self, backend: Any, key: ViewKey) -> Iterator[Any]:
-        """The view for a call: entered for it alone, or held (locked) between calls.
+        """The view for a call: entered for it alone, or held between calls.
 
-        A call that raises releases the held view, so whatever the failure
-        did to the backend's state is undone by the view's own exit.
+        Used inside ``_serial``: the held view is only touched on the model
+        thread. A call that raises releases the held view, so whatever the
+        failure did to the backend's state is undone by the view's own exit.
         """
-        if getattr(backend, "safe_for_concurrent_views", False):
+        if _concurrent(backend):
             with self._enter(backend, key) as view:
                 yield view
             return
-        with self._view_lock:
-            view = self._held.view(backend, key)
-            try:
-                yield view
-            except BaseException:
-                self._held.release()
-                raise
+        view = self._held.view(backend, key)
+        try:
+            yield view
+        except BaseException:
+            self._held.release()
+            raise
 
     @staticmethod
     def _enter(backend: Any, view: ViewKey) -> Any:
@@ -281,6 +295,11 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         if not callable(null):
             raise UnsupportedOperation("this backend has no null view (as_null_adapter)")
         return null(view.seed, init_scale=view.init_scale, rank_scale=view.rank_scale)
+
+
+def _concurrent(backend: Any) -> bool:
+    """Whether ``backend`` declares its views safe to use from several threads at once."""
+    return bool(getattr(backend, "safe_for_concurrent_views", False))
 
 
 def _fail(context: grpc.ServicerContext, exc: BaseException) -> None:
