@@ -25,6 +25,7 @@ from swayworker.protocol import HEALTH_SERVICE, MAX_MESSAGE_BYTES, PROTOCOL_VERS
 
 from swayhost.endpoint import WorkerEndpoint
 from swayhost.errors import WorkerCrashedError, WorkerStartError, rebuild_exception
+from swayhost.frames import FramesClient, framed_stub
 
 log = logging.getLogger("swayhost")
 
@@ -49,6 +50,7 @@ class WorkerConnection:
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.DifferentialBackendStub | None = None
         self._health: health_pb2_grpc.HealthStub | None = None
+        self._frames: FramesClient | None = None
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -63,7 +65,7 @@ class WorkerConnection:
         try:
             self._channel = self.process.open_channel(CHANNEL_OPTIONS)
             grpc.channel_ready_future(self._channel).result(timeout=remaining)
-            self._stub = pb_grpc.DifferentialBackendStub(self._channel)
+            self._stub = self._make_stub(self._channel, handshake.frames)
             self._health = health_pb2_grpc.HealthStub(self._channel)
             status = self._health_status(remaining)
             if status != health_pb2.HealthCheckResponse.SERVING:
@@ -88,6 +90,19 @@ class WorkerConnection:
             )
         return description
 
+    def _make_stub(self, channel: grpc.Channel, frames: str) -> pb_grpc.DifferentialBackendStub:
+        """The worker's stub: scoring over the framed path when the worker offers one."""
+        if not frames:
+            return pb_grpc.DifferentialBackendStub(channel)
+        log.debug("worker %s: scoring over the framed path %s", self.name, frames)
+        self._frames = FramesClient(frames)
+        return framed_stub(channel, self._frames)
+
+    @property
+    def transport(self) -> str:
+        """How scoring calls travel: ``frames`` (the local framed path) or ``grpc``."""
+        return "frames" if self._frames is not None else "grpc"
+
     def close(self) -> None:
         """Stop the worker and free everything; safe to call more than once."""
         with self._close_lock:
@@ -103,6 +118,8 @@ class WorkerConnection:
                 if not self.process.wait(3.0):
                     log.warning("worker %s did not exit after Shutdown; sending SIGTERM", self.name)
             self.process.terminate(grace=2.0)
+        if self._frames is not None:
+            self._frames.close()
         if self._channel is not None:
             self._channel.close()
         _LIVE.discard(self)

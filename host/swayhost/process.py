@@ -32,6 +32,7 @@ from typing import IO, Any, NoReturn
 import grpc
 from swayworker.protocol import (
     DETACHED_ENV,
+    FRAMES_ENV,
     HOST_PID_ENV,
     MAGIC_COOKIE_KEY,
     MAGIC_COOKIE_VALUE,
@@ -138,16 +139,23 @@ class WorkerProcess:
             ) from exc
 
     def _environment(self, *, detached: bool) -> dict[str, str]:
-        """The worker's variables: the cookie, and either the host's pid or the detached flag."""
+        """The worker's variables: the cookie, and either the host's pid or the detached flag.
+
+        An owned worker is also offered the local framed path (unless the
+        caller's variables say ``SWAY_PLUGIN_FRAMES=0``); a detached one is
+        reattached by its gRPC address alone, so it is not.
+        """
         env = dict(os.environ if self._env is None else self._env)
         env.setdefault(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
         env.setdefault("PYTHONUNBUFFERED", "1")
         if detached:
             env[DETACHED_ENV] = "1"
             env.pop(HOST_PID_ENV, None)
+            env.pop(FRAMES_ENV, None)
         else:
             env[HOST_PID_ENV] = str(os.getpid())
             env.pop(DETACHED_ENV, None)
+            env.setdefault(FRAMES_ENV, "1")
         return env
 
     @contextlib.contextmanager

@@ -187,6 +187,11 @@ class RemoteBackend:
         return self._conn.process.pid
 
     @property
+    def transport(self) -> str:
+        """How scoring calls reach the worker: ``frames`` (the local framed path) or ``grpc``."""
+        return self._conn.transport
+
+    @property
     def _conn(self) -> WorkerConnection:
         """The connection to the worker serving now; tests reach its process through it."""
         return self._supervisor.connection

@@ -9,11 +9,14 @@ the class hierarchy of any one framework.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from swayplugin.v1 import backend_pb2 as pb
+
+log = logging.getLogger("swayworker")
 
 REASON_KEY = "sway-error-reason"
 TYPE_KEY = "sway-error-type"
@@ -90,6 +93,14 @@ def classify(exc: BaseException) -> WorkerError:
         attrs_json=json.dumps(_simple_attrs(exc)),
         hint=hint,
     )
+
+
+def report(exc: BaseException) -> WorkerError:
+    """``classify(exc)``, logging the traceback of an internal error (a bug, not bad input)."""
+    error = classify(exc)
+    if error.reason == pb.ERROR_REASON_INTERNAL:
+        log.error("internal error", exc_info=exc)
+    return error
 
 
 def _reason_of(exc: BaseException, names: set[str]) -> int:

@@ -5,10 +5,13 @@ cookie in its environment (so a worker run by hand explains itself instead
 of hanging), and the worker prints one line on stdout telling the host how
 to reach it::
 
-    CORE_VERSION|PROTOCOL_VERSION|NETWORK|ADDRESS|grpc
+    CORE_VERSION|PROTOCOL_VERSION|NETWORK|ADDRESS|grpc[|frames:PATH]
 
 e.g. ``1|1|unix|/tmp/swayworker-x1y2/worker.sock|grpc``. Any language can
 print that line, which is what makes workers in other languages possible.
+The optional sixth field offers the local framed path (``FRAMES_ENV``, and
+``FrameCall`` in the contract); a worker prints it only when the host asked
+for it, so a host that does not know it never sees it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ LOAD_ENV = "SWAY_WORKER_LOAD"
 DETACHED_ENV = "SWAY_WORKER_DETACHED"
 """``1``: the worker outlives whoever started it (no stdin or parent-death watch)."""
 
+FRAMES_ENV = "SWAY_PLUGIN_FRAMES"
+"""``1``: the host speaks the local framed path; a worker that does too offers its socket."""
+FRAMES_PREFIX = "frames:"
+"""How the handshake's optional sixth field starts: ``frames:<unix socket path>``."""
+
 AUTHORIZATION_KEY = "authorization"
 """Call metadata carrying ``Bearer <token>``, as gRPC's access-token credentials send it."""
 
@@ -67,18 +75,21 @@ class Handshake:
     network: str
     address: str
     protocol: str = "grpc"
+    frames: str = ""
+    """The framed path's Unix socket, when the worker offers one ("": gRPC only)."""
 
     def format(self) -> str:
         """The line a worker prints (without the newline)."""
-        return "|".join(
-            [
-                str(self.core_version),
-                str(self.protocol_version),
-                self.network,
-                self.address,
-                self.protocol,
-            ]
-        )
+        fields = [
+            str(self.core_version),
+            str(self.protocol_version),
+            self.network,
+            self.address,
+            self.protocol,
+        ]
+        if self.frames:
+            fields.append(FRAMES_PREFIX + self.frames)
+        return "|".join(fields)
 
     @property
     def grpc_target(self) -> str:
@@ -93,11 +104,13 @@ def parse_handshake(line: str, *, loopback_only: bool = True) -> Handshake:
     one told to listen on its node's address (with mutual TLS).
     """
     parts = line.strip().split("|")
-    if len(parts) != 5:
+    if len(parts) not in (5, 6):
         raise HandshakeError(
-            f"expected 'CORE|PROTOCOL|NETWORK|ADDRESS|grpc' (5 fields), got {line.strip()!r}"
+            "expected 'CORE|PROTOCOL|NETWORK|ADDRESS|grpc' (5 fields, and optionally a 6th,"
+            f" 'frames:PATH'), got {line.strip()!r}"
         )
-    core, proto, network, address, protocol = parts
+    core, proto, network, address, protocol = parts[:5]
+    frames = _frames_field(parts[5]) if len(parts) == 6 else ""
     if not (core.isdigit() and proto.isdigit()):
         raise HandshakeError(f"versions must be integers, got {core!r} and {proto!r}")
     if int(core) != CORE_PROTOCOL_VERSION:
@@ -118,7 +131,16 @@ def parse_handshake(line: str, *, loopback_only: bool = True) -> Handshake:
         raise HandshakeError(f"a spawned worker must listen on loopback only, got {address!r}")
     if not address:
         raise HandshakeError("the address field is empty")
-    return Handshake(int(core), int(proto), network, address, protocol)
+    return Handshake(int(core), int(proto), network, address, protocol, frames)
+
+
+def _frames_field(field: str) -> str:
+    """The socket path of a ``frames:PATH`` field; it must be an absolute path."""
+    if not field.startswith(FRAMES_PREFIX) or not field[len(FRAMES_PREFIX) :].startswith("/"):
+        raise HandshakeError(
+            f"the optional 6th field must be 'frames:' and an absolute socket path, got {field!r}"
+        )
+    return field[len(FRAMES_PREFIX) :]
 
 
 def split_address(address: str) -> tuple[str, str]:

@@ -190,6 +190,9 @@ class TcpListener:
     def started(self) -> None:
         """Nothing to do once serving: the port's access is enforced per call."""
 
+    def frames(self, servicer: object) -> None:
+        """No framed path over TCP: it has no token check nor TLS, and is for one machine."""
+
     def close(self) -> None:
         """Nothing to remove: a TCP port vanishes with the server."""
 

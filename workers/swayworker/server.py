@@ -32,8 +32,10 @@ from swayplugin.v1 import backend_pb2 as pb
 from swayplugin.v1 import backend_pb2_grpc as pb_grpc
 
 from swayworker import lifeline, remote
+from swayworker.frames import FramesServer
 from swayworker.protocol import (
     CORE_PROTOCOL_VERSION,
+    FRAMES_ENV,
     HEALTH_SERVICE,
     MAGIC_COOKIE_KEY,
     MAGIC_COOKIE_VALUE,
@@ -115,6 +117,7 @@ def serve(
             sys.exit(2)
         server.start()
         listener.started()
+        frames = listener.frames(servicer) if os.environ.get(FRAMES_ENV) == "1" else None
 
         def _stop(reason: str) -> None:
             log.info("stopping: %s", reason)
@@ -128,7 +131,13 @@ def serve(
             stop.set()
         for name in (HEALTH_SERVICE, ""):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        handshake = Handshake(CORE_PROTOCOL_VERSION, PROTOCOL_VERSION, listener.network, address)
+        handshake = Handshake(
+            CORE_PROTOCOL_VERSION,
+            PROTOCOL_VERSION,
+            listener.network,
+            address,
+            frames=str(frames.path) if frames is not None else "",
+        )
         if not stop.is_set():
             sys.stdout.write(handshake.format() + "\n")
             sys.stdout.flush()
@@ -139,6 +148,8 @@ def serve(
         while not stop.wait(0.25):
             pass
         health_servicer.enter_graceful_shutdown()
+        if frames is not None:
+            frames.close()
         server.stop(grace=0.5).wait(1.0)
         servicer.close()
     finally:
@@ -165,6 +176,10 @@ class Listener(Protocol):
         """Called once the server serves."""
         ...
 
+    def frames(self, servicer: BackendServicer) -> FramesServer | None:
+        """The local framed path beside the server, if this listener offers one."""
+        ...
+
     def close(self) -> None:
         """Remove what ``bind`` created."""
         ...
@@ -187,6 +202,10 @@ class UnixListener:
 
     def started(self) -> None:
         os.chmod(self._socket, 0o600)  # the socket file exists once the server runs
+
+    def frames(self, servicer: BackendServicer) -> FramesServer:
+        """The framed path's socket, beside the gRPC one in the private folder."""
+        return FramesServer(self._folder / "frames.sock", servicer.score, servicer.score_batch)
 
     def close(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)

@@ -36,7 +36,7 @@ from swayworker.codec import (
     request_from_proto,
     result_to_proto,
 )
-from swayworker.errors import NotLoaded, UnsupportedOperation, WorkerError, classify
+from swayworker.errors import NotLoaded, UnsupportedOperation, classify, report
 from swayworker.held_view import HeldView
 from swayworker.model_thread import ModelThread
 from swayworker.protocol import PROTOCOL_VERSION
@@ -125,21 +125,29 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
 
     def Score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> Any:
         try:
-            decoded = request_from_proto(request)
-            backend = self._loaded()
-            _validate(decoded.op, self._capabilities(backend))
-
-            def score() -> Any:
-                with self._view_of(backend, decoded.view) as view:
-                    return _run_one(view, decoded.op)
-
-            value = self._serial(backend, score)
-            return result_to_proto(decoded.op, value, max_top_k=_max_top_k(backend))
+            return self.score(request)
         except Exception as exc:
             _fail(context, exc)
             raise  # unreachable: _fail aborts
 
+    def score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
+        """One call (gRPC's Score and the framed path's); raises what failed it."""
+        decoded = request_from_proto(request)
+        backend = self._loaded()
+        _validate(decoded.op, self._capabilities(backend))
+
+        def score() -> Any:
+            with self._view_of(backend, decoded.view) as view:
+                return _run_one(view, decoded.op)
+
+        value = self._serial(backend, score)
+        return result_to_proto(decoded.op, value, max_top_k=_max_top_k(backend))
+
     def ScoreBatch(self, request: pb.ScoreBatchRequest, context: grpc.ServicerContext) -> Any:
+        return self.score_batch(request)
+
+    def score_batch(self, request: pb.ScoreBatchRequest) -> pb.ScoreBatchResponse:
+        """A batch (gRPC's ScoreBatch and the framed path's); each item fails alone."""
         outcomes = self.score_many(list(request.requests))
         max_top_k = _max_top_k(self._backend)
         items = []
@@ -303,10 +311,7 @@ def _concurrent(backend: Any) -> bool:
 
 
 def _fail(context: grpc.ServicerContext, exc: BaseException) -> None:
-    error: WorkerError = classify(exc)
-    if error.reason == pb.ERROR_REASON_INTERNAL:
-        log.error("internal error", exc_info=exc)
-    error.abort(context)
+    report(exc).abort(context)
 
 
 def _max_top_k(backend: Any) -> int:

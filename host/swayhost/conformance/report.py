@@ -32,6 +32,8 @@ def print_summary(console: Console, report: Report) -> None:
         f"{report.count('skip')} skipped"
     )
     kind = f" ({escape(report.worker_kind)})" if report.worker_kind else ""
+    if report.transport:
+        kind += f" over {report.transport}"
     console.print(f"{verdict}{kind}: {counts}", highlight=False)
 
 

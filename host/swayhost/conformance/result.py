@@ -76,6 +76,8 @@ class Report:
 
     worker: list[str]
     worker_kind: str = ""
+    transport: str = ""
+    """How the scoring checks reached the worker: ``frames`` (the local framed path) or ``grpc``."""
     results: list[CheckResult] = field(default_factory=list)
 
     @property
@@ -90,6 +92,7 @@ class Report:
             "passed": self.passed,
             "worker": self.worker,
             "worker_kind": self.worker_kind,
+            "transport": self.transport,
             "summary": {s: self.count(s) for s in ("pass", "fail", "skip")},
             "checks": [r.to_json() for r in self.results],
         }

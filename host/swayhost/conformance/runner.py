@@ -40,6 +40,7 @@ def run(
                 progress(result)
     finally:
         if ctx.worker is not None:
+            report.transport = ctx.worker.connection.transport
             ctx.worker.close()
     described = ctx.loaded or ctx.started
     report.worker_kind = described.worker_kind if described is not None else ""

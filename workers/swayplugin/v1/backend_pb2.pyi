@@ -939,3 +939,82 @@ class ShutdownResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShutdownResponse: _TypeAlias = ShutdownResponse  # noqa: Y015
+
+@_typing.final
+class FrameCall(_message.Message):
+    """-- The local framed path ------------------------------------------------
+
+    An optional, faster transport for Score and ScoreBatch between a host and a
+    worker on the same machine; gRPC stays the contract for every other call,
+    for remote workers, and for any worker that does not offer it.
+
+    Negotiation: a host that speaks it sets SWAY_PLUGIN_FRAMES=1 in the worker's
+    environment. A worker that speaks it too binds a second Unix socket in its
+    private folder and adds a sixth handshake field, `frames:<socket path>`.
+    A worker that does not know the variable prints the usual five fields.
+
+    On that socket each message is a 4-byte little-endian unsigned length
+    followed by that many bytes of a FrameCall (host to worker) or FrameReply
+    (worker to host). A connection carries one call at a time: the worker
+    answers each call with one reply, in order. The host opens one connection
+    per call in flight. A reply's error carries what a gRPC call's trailing
+    metadata would (reason, exception type, attributes, hint).
+
+    FrameCall is one call on the framed path.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_FIELD_NUMBER: _builtins.int
+    SCORE_BATCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def score(self) -> Global___ScoreRequest: ...
+    @_builtins.property
+    def score_batch(self) -> Global___ScoreBatchRequest: ...
+    def __init__(
+        self,
+        *,
+        score: Global___ScoreRequest | None = ...,
+        score_batch: Global___ScoreBatchRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "score", b"score", "score_batch", b"score_batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "score", b"score", "score_batch", b"score_batch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_call: _TypeAlias = _typing.Literal["score", "score_batch"]  # noqa: Y015
+    _WhichOneofArgType_call: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_call) -> _WhichOneofReturnType_call | None: ...
+
+Global___FrameCall: _TypeAlias = FrameCall  # noqa: Y015
+
+@_typing.final
+class FrameReply(_message.Message):
+    """FrameReply answers one FrameCall: its result, or the error that failed it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_FIELD_NUMBER: _builtins.int
+    SCORE_BATCH_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def score(self) -> Global___ScoreResponse: ...
+    @_builtins.property
+    def score_batch(self) -> Global___ScoreBatchResponse: ...
+    @_builtins.property
+    def error(self) -> Global___Error: ...
+    def __init__(
+        self,
+        *,
+        score: Global___ScoreResponse | None = ...,
+        score_batch: Global___ScoreBatchResponse | None = ...,
+        error: Global___Error | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "reply", b"reply", "score", b"score", "score_batch", b"score_batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "reply", b"reply", "score", b"score", "score_batch", b"score_batch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_reply: _TypeAlias = _typing.Literal["score", "score_batch", "error"]  # noqa: Y015
+    _WhichOneofArgType_reply: _TypeAlias = _typing.Literal["reply", b"reply"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_reply) -> _WhichOneofReturnType_reply | None: ...
+
+Global___FrameReply: _TypeAlias = FrameReply  # noqa: Y015
