@@ -87,13 +87,16 @@ def _resolve_dtype(requested: str, device: str, torch: Any) -> Any:
 class _Job(Generic[R]):
     """One input that needs a forward pass over ``ids``.
 
-    ``finish`` turns the item's logits, shaped ``(1, len(ids), V)`` with the
-    padding already cut away (``(1, 1, V)`` for a next-token job), into the
-    item's result.
+    ``finish`` turns the item's logits into the item's result: shaped
+    ``(1, len(ids), V)`` with the padding cut away, or, for a job with a
+    ``tail``, only the logits of its last ``tail`` positions, ``(1, tail, V)``
+    (1 for a next-token job; a completion's length + 1 for ``logprob_of``).
     """
 
     ids: list[int]
     finish: Callable[[Any], R]
+    tail: int = 0
+    """How many final positions' logits ``finish`` reads (0: every position)."""
 
 
 Encoded = Mapping[str, list[int] | ValueError]
@@ -158,15 +161,10 @@ class _Scorer:
         prepare: Callable[[X, Encoded], _Job[R] | R],
         inputs: Sequence[X],
         texts: Callable[[X], Iterable[str]],
-        *,
-        last_only: bool = False,
     ) -> list[R | BaseException]:
         """Tokenize every input's ``texts`` at once, prepare each input, batch those
         needing a forward pass, keep input order.
 
-        ``last_only`` is for next-token jobs: left padding, and logits for the
-        last position only (the output projection over the vocabulary is
-        most of a small model's work, and only that row is read).
         A failure while preparing or finishing one item becomes that item's
         entry. A failure of a whole forward pass (out of memory, say) raises;
         the caller can retry item by item.
@@ -187,39 +185,45 @@ class _Scorer:
         # Longest first (as lm-eval does): similar lengths share a chunk, and
         # an out-of-memory chunk shows up at once rather than at the end.
         jobs.sort(key=lambda item: len(item[1].ids), reverse=True)
-        for start in range(0, len(jobs), self.max_batch):
-            chunk = jobs[start : start + self.max_batch]
-            outcomes = self._run_chunk([job for _, job in chunk], last_only=last_only)
+        for chunk in _length_buckets(jobs, self.max_batch):
+            outcomes = self._run_chunk([job for _, job in chunk])
             for (index, _), outcome in zip(chunk, outcomes, strict=True):
                 results[index] = outcome
         return [results[index] for index in range(len(inputs))]
 
-    def _run_chunk(self, jobs: list[_Job[R]], *, last_only: bool) -> list[R | BaseException]:
-        logits = self._forward([job.ids for job in jobs], last_only=last_only)
+    def _run_chunk(self, jobs: list[_Job[R]]) -> list[R | BaseException]:
+        # Jobs of one operation all have a tail (next-token, logprob_of) or none (rolling).
+        tail = max(job.tail for job in jobs) if all(job.tail for job in jobs) else 0
+        logits = self._forward([job.ids for job in jobs], tail=tail)
         width = int(logits.shape[1])
         outcomes: list[R | BaseException] = []
         for row, job in enumerate(jobs):
-            end = width if last_only else len(job.ids)  # right padding cut away
-            # (a next-token job reads only the last column, where left padding ends every row)
+            if job.tail:  # every row ends at the last column (left padding, or none)
+                part = logits[row : row + 1, width - job.tail :]
+            else:  # right padding cut away
+                part = logits[row : row + 1, : len(job.ids)]
             try:
-                outcomes.append(job.finish(logits[row : row + 1, :end]))
+                outcomes.append(job.finish(part))
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
 
-    def _forward(self, batch: list[list[int]], *, last_only: bool) -> Any:
-        """Logits ``(B, T, V)`` for ``batch``; ``T`` is 1 for a ``last_only`` batch of several.
+    def _forward(self, batch: list[list[int]], *, tail: int) -> Any:
+        """Logits ``(B, T, V)`` for ``batch``; ``T`` is ``tail`` for a batch of several.
 
         A lone input keeps sway's exact call, and so its exact bits. Equal
-        lengths need no mask at all. Otherwise next-token batches pad on the
-        left (every row ends at the last column) and the others on the right
-        (every row starts at position 0).
+        lengths need no mask at all. Otherwise batches whose jobs read only
+        their last positions (``tail``) pad on the left, so every row ends at
+        the last column, and the model projects only the last ``tail``
+        positions onto the vocabulary (that projection is a large share of a
+        forward pass: a third of the ~50M bench model's); the others pad on
+        the right (every row starts at position 0).
         """
         torch = self.torch
         # A batch (not sway's exact lone call) also skips the KV cache nobody reads.
         keep: dict[str, Any] = {}
         if len(batch) > 1:
-            keep = {"use_cache": False, "logits_to_keep": 1} if last_only else {"use_cache": False}
+            keep = {"use_cache": False, "logits_to_keep": tail} if tail else {"use_cache": False}
         width = max(len(ids) for ids in batch)
         if all(len(ids) == width for ids in batch):
             input_ids = torch.tensor(batch, dtype=torch.long).to(self.device)
@@ -229,8 +233,8 @@ class _Scorer:
         for ids in batch:
             pad = [self.pad_token_id] * (width - len(ids))
             ones, zeros = [1] * len(ids), [0] * len(pad)
-            rows.append(pad + ids if last_only else ids + pad)
-            masks.append(zeros + ones if last_only else ones + zeros)
+            rows.append(pad + ids if tail else ids + pad)
+            masks.append(zeros + ones if tail else ones + zeros)
         input_ids = torch.tensor(rows, dtype=torch.long).to(self.device)
         mask = torch.tensor(masks, dtype=torch.long).to(self.device)
         # Positions count real tokens only, so left padding shifts nothing.
@@ -252,13 +256,19 @@ class _Scorer:
                 "completion tokenized to zero tokens "
                 f"(prompt={prompt!r}, completion={completion!r})",
             )
-        return _Job(full_ids, lambda logits: self._finish_logprob_of(logits, full_ids, prompt_len))
+        completion_ids = full_ids[prompt_len:]
+        return _Job(
+            full_ids,
+            lambda logits: self._finish_logprob_of(logits, completion_ids),
+            tail=len(completion_ids) + 1,
+        )
 
-    def _finish_logprob_of(self, logits: Any, full_ids: list[int], prompt_len: int) -> float:
+    def _finish_logprob_of(self, logits: Any, completion: list[int]) -> float:
+        """sway's sum over the completion; ``logits`` are those of positions
+        ``prompt_len - 1`` to the end (the logit at position t predicts token t + 1)."""
         functional = self.torch.nn.functional
-        target = self._tensor(full_ids)[:, prompt_len:]
-        # The logit at position t predicts token t + 1.
-        log_probs = functional.log_softmax(logits[:, prompt_len - 1 : -1, :].float(), dim=-1)
+        target = self._tensor(completion)
+        log_probs = functional.log_softmax(logits[:, :-1, :].float(), dim=-1)
         gathered = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return float(gathered.sum().item())
 
@@ -290,7 +300,7 @@ class _Scorer:
         if not ids:
             # sway would hand the model an empty sequence; no batch can pad that.
             raise probe_error("next_token_dist", f"prompt tokenized to zero tokens ({prompt!r})")
-        return _Job(ids, lambda logits: self._finish_next_token(logits, top_k))
+        return _Job(ids, lambda logits: self._finish_next_token(logits, top_k), tail=1)
 
     def _finish_next_token(self, logits: Any, top_k: int) -> Any:
         torch = self.torch
@@ -333,6 +343,40 @@ class _Scorer:
 
     def _tensor(self, ids: list[int]) -> Any:
         return self.torch.tensor([ids], dtype=self.torch.long).to(self.device)
+
+
+PADDING_WASTE = 0.25
+"""A length bucket closes before its padding would exceed this share of its tokens."""
+MIN_BUCKET = 8
+"""...but not before it holds this many jobs: each pass has a fixed cost too."""
+
+
+def _length_buckets(
+    jobs: list[tuple[int, _Job[R]]], max_batch: int
+) -> Iterator[list[tuple[int, _Job[R]]]]:
+    """Cut jobs sorted longest first into forward passes of at most ``max_batch``.
+
+    A pass pads every row to its longest one, so a batch of 40-token and
+    8-token texts spends most of its compute on padding. A bucket therefore
+    also closes when adding the next (shorter) job would make padding more
+    than ``PADDING_WASTE`` of its tokens (once it holds ``MIN_BUCKET`` jobs:
+    a pass has a fixed cost too), as lm-eval groups by length.
+    """
+    bucket: list[tuple[int, _Job[R]]] = []
+    real = 0
+    for item in jobs:
+        length = len(item[1].ids)
+        if bucket:
+            width = len(bucket[0][1].ids)  # the longest: the list is sorted
+            padded = width * (len(bucket) + 1)
+            wasteful = (padded - real - length) > PADDING_WASTE * padded
+            if len(bucket) == max_batch or (len(bucket) >= MIN_BUCKET and wasteful):
+                yield bucket
+                bucket, real = [], 0
+        bucket.append(item)
+        real += length
+    if bucket:
+        yield bucket
 
 
 def _ids(encoded: Encoded, text: str) -> list[int]:
@@ -383,7 +427,7 @@ class HFView(ScorerView[_Scorer]):
         def prepare(prompt: str, encoded: Encoded) -> _Job[Any]:
             return self._scorer.prepare_next_token(prompt, top_k, encoded)
 
-        return self._scorer.run(prepare, prompts, lambda prompt: (prompt,), last_only=True)
+        return self._scorer.run(prepare, prompts, lambda prompt: (prompt,))
 
 
 # --- the backend -------------------------------------------------------------
