@@ -12,7 +12,12 @@ from bench.config import MODELS, BenchConfig, quick_config
 from bench.figures import Report
 from bench.models import BenchModel
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bench.md"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def default_out(threads: int) -> Path:
+    """``bench.md`` at torch's default threads; ``bench-threads-N.md`` for ``--threads N``."""
+    return RESULTS / ("bench.md" if threads == 0 else f"bench-threads-{threads}.md")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,10 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ready-reps", type=int, help="workers started without a model")
     parser.add_argument("--import-reps", type=int)
     parser.add_argument(
-        "--threads", type=int, help="torch threads, both sides (0: torch's default; default 1)"
+        "--threads",
+        type=int,
+        help="torch threads, both sides (default 0: torch's own default, as users run it)",
     )
     parser.add_argument(
-        "--out", type=Path, default=RESULTS, help="the Markdown file; the PNG goes beside it"
+        "--out",
+        type=Path,
+        help="the Markdown file; the PNG goes beside it (default: bench/results/bench.md,"
+        " or bench-threads-N.md with --threads N)",
     )
     return parser
 
@@ -106,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             models = models_for(config)
         report = run(config, models, steps)
     print_rich(report)
-    png = write_outputs(report, args.out)
-    print(f"wrote {args.out} and {png}")
+    out = args.out or default_out(config.threads)
+    png = write_outputs(report, out)
+    print(f"wrote {out} and {png}")
     return 0
 
 

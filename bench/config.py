@@ -47,6 +47,8 @@ class ModelPlan:
     """Texts scored twice (round trip, then cache hit) in the cache measurement."""
     startup_reps: int = 3
     """Host backends built (spawn, handshake, Load) for the with-model start-up figure."""
+    sway_run_rounds: int = 3
+    """ABBA rounds of the end-to-end ``sway run`` (each runs the command twice)."""
 
 
 @dataclass(frozen=True)
@@ -68,19 +70,23 @@ class BenchConfig:
                 sweep_block=4,
                 cache_calls=16,
                 startup_reps=3,
+                sway_run_rounds=2,
             ),
         }
     )
     ready_reps: int = 5
     """Workers started without a model for the spawn → ready figure."""
     import_reps: int = 5
+    restart_reps: int = 5
+    """Worker kills per mode (cold, standby) on the tiny model for the restart figures."""
     seed: int = 1729
-    threads: int = 1
+    threads: int = 0
     """torch intra-op threads, the same in this process and in the worker (0: torch's default).
 
-    One thread by default: on a small shared machine a two-thread OpenMP team
-    stalls at every barrier whenever another tenant takes a core, which
-    swamps the overhead being measured (and hits the two sides unequally).
+    torch's default by default, because that is what users run: nobody sets
+    ``OMP_NUM_THREADS`` before ``sway run``. ``--threads 1`` measures the
+    one-thread setting beside it (quieter on a shared machine, where a
+    two-thread OpenMP team stalls whenever another tenant takes a core).
     """
     quick: bool = False
 
@@ -112,7 +118,13 @@ def quick_config() -> BenchConfig:
         sweep_block=4,
         cache_calls=8,
         startup_reps=1,
+        sway_run_rounds=1,
     )
     return BenchConfig(
-        models=("tiny",), plans={"tiny": tiny}, ready_reps=2, import_reps=1, quick=True
+        models=("tiny",),
+        plans={"tiny": tiny},
+        ready_reps=2,
+        import_reps=1,
+        restart_reps=2,
+        quick=True,
     )

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from bench.caching import CacheFigures
 from bench.config import BenchConfig, ModelPlan
+from bench.endtoend import EndToEnd
 from bench.measure import OpTiming, all_finite_positive
 from bench.models import BenchModel
+from bench.restart import RestartFigures
 from bench.startup import ImportFigures, ReadyFigures
 from bench.sweeps import KINDS, Sweep, SweepKind
 
@@ -29,6 +31,8 @@ class ModelResult:
     """The worker's resident memory after every sweep (batches of 128 grow it)."""
     sway_cache_hits: int
     """sway's in-process LRU hits during timed calls (must be 0), before the cache test."""
+    sway_run: EndToEnd
+    """``sway run`` of a fixed suite, whole command, in process vs through the host."""
 
     def sweep(self, kind: SweepKind) -> Sweep | None:
         return next((s for s in self.sweeps if s.kind == kind), None)
@@ -39,6 +43,8 @@ class Report:
     models: tuple[ModelResult, ...]
     ready: ReadyFigures
     imports: ImportFigures
+    restart: RestartFigures
+    """Measured on the first model (the tiny one in a full run)."""
     machine: dict[str, str]
     config: BenchConfig
     elapsed_s: float
@@ -55,12 +61,14 @@ def finite_positive(report: Report) -> bool:
         report.imports.wall_ms,
         report.imports.importtime_ms,
         report.elapsed_s,
+        *report.restart.figures(),
     ]
     for m in report.models:
         if {s.kind for s in m.sweeps} != set(KINDS) or not all(s.points for s in m.sweeps):
             return False
         values += [*m.build_s, m.sway_construct_s, float(m.rss_after_load), float(m.rss_after_run)]
         values += m.cache.figures()
+        values += m.sway_run.figures()
         for t in m.ops:
             values += t.figures()
         for s in m.sweeps:

@@ -27,13 +27,21 @@ class Section:
     note: str = ""
 
 
+def threads_setting(report: Report) -> str:
+    """The thread setting of the run, as the goals table names it."""
+    threads = report.config.threads
+    return f"{threads} thread{'s' if threads > 1 else ''}" if threads else "torch default"
+
+
 def _goals(report: Report) -> Section:
-    rows = [(g.goal, g.model, g.target, g.measured, g.verdict) for g in goal_rows(report)]
+    setting = threads_setting(report)
+    rows = [(g.goal, g.model, setting, g.target, g.measured, g.verdict) for g in goal_rows(report)]
     return Section(
         "Goals",
-        ("goal", "model", "target", "measured (median of rounds, range)", "verdict"),
+        ("goal", "model", "threads", "target", "measured (median of rounds, range)", "verdict"),
         rows,
-        "Every ratio is paired within this run: both sides on the same texts, interleaved.",
+        "Every ratio is paired within this run: both sides on the same texts, interleaved."
+        " `threads`: torch intra-op threads in this process and in the worker alike.",
     )
 
 
@@ -232,11 +240,46 @@ def _startup(report: Report) -> Section:
     )
 
 
+def _end_to_end(report: Report) -> Section:
+    rows = []
+    for m in report.models:
+        e2e = m.sway_run
+        rows.append(
+            (
+                m.model.label,
+                f"{e2e.in_process_median_s:.2f} s",
+                f"{e2e.host_median_s:.2f} s",
+                e2e.ratio.text(),
+                str(len(e2e.host_s)),
+            )
+        )
+    r = report.restart
+    return Section(
+        "End to end and recovery",
+        (
+            "model",
+            "`sway run` in process",
+            "`sway run` through the host",
+            "host / in process",
+            "rounds",
+        ),
+        rows,
+        "The whole `sway run` command (interpreter, imports, model loads, worker start-up,"
+        " probes) on a fixed suite: null_adapter ×3, delta_kl on 8 prompts, ablation over 6 λ,"
+        " calibration_drift on 16 items, 3 preference triples (`bench/endtoend.py`)."
+        f" Recovery on {report.models[0].model.label if report.models else '—'}: SIGKILL of"
+        f" the worker → next good call {r.cold_median_s:.2f} s cold"
+        f" ({', '.join(f'{s:.2f}' for s in r.cold_s)}), {r.standby_median_s:.2f} s with a"
+        f" warm standby ({', '.join(f'{s:.2f}' for s in r.standby_s)}).",
+    )
+
+
 def sections(report: Report) -> list[Section]:
     """Every table of the report, in order."""
     return [
         _goals(report),
         _ops(report),
+        _end_to_end(report),
         *_sweep_sections(report),
         _cache(report),
         _startup(report),
@@ -279,8 +322,9 @@ def _method(report: Report) -> list[str]:
         " in-process calls: sway's backend is not safe for concurrent views), prompt length"
         " and top_k (unary against unary). Throughput: host items / wall time of the batch or"
         " of all callers; in-process 1 / median call, which flatters in-process.",
-        f"- torch intra-op threads: {c.threads or 'torch default'} in this process and in the"
-        " worker alike (a two-thread OpenMP team on a small shared machine stalls whenever"
+        f"- torch intra-op threads: {threads_setting(report)} in this process and in the"
+        " worker alike (`--threads N` sets both; the default is what users run, who set"
+        " nothing; a two-thread OpenMP team on a small shared machine stalls whenever"
         " another tenant takes a core). With concurrent callers the host process's threads"
         " and the worker run on different cores, which a single in-process caller cannot use:"
         " that is part of what the host offers.",

@@ -18,11 +18,13 @@ from swayhost.spec import DEFAULT_CACHE_BYTES
 
 from bench.caching import cache_rounds, measure_cache
 from bench.config import BenchConfig, ModelPlan
+from bench.endtoend import measure_sway_run
 from bench.figures import ModelResult, Report
 from bench.measure import measure_ops
 from bench.models import BenchModel
 from bench.progress import Steps
 from bench.prompts import TextPool
+from bench.restart import measure_restarts
 from bench.sides import build_host, host_spec, open_sides, sway_cache_hits, worker_rss
 from bench.startup import import_figures, load_average, machine_info, ready_without_model
 from bench.sweeps import (
@@ -99,6 +101,8 @@ def measure_model(
                 backend.close()
                 builds.append(build_s)
                 tick()
+    with steps.phase(f"{name}: `sway run`, in process vs host", plan.sway_run_rounds) as tick:
+        sway_run = measure_sway_run(model, plan.sway_run_rounds, config.threads, tick)
     steps.note(f"{model.label}: done")
     return ModelResult(
         model=model,
@@ -111,6 +115,7 @@ def measure_model(
         rss_after_load=sides.rss_after_load,
         rss_after_run=rss_after_run,
         sway_cache_hits=hits,
+        sway_run=sway_run,
     )
 
 
@@ -121,6 +126,8 @@ def run(config: BenchConfig, models: Sequence[BenchModel], steps: Steps) -> Repo
     with steps.phase("worker spawn → ready, no model", 1):
         ready = ready_without_model(config.ready_reps, config.threads)
     results = tuple(measure_model(m, config.plan(m.name), config, steps) for m in models)
+    with steps.phase(f"{models[0].name}: SIGKILL → next good call", 1):
+        restart = measure_restarts(models[0], config.restart_reps, config.threads)
     with steps.phase("`import swayhost`", 1):
         imports = import_figures(config.import_reps)
     machine = machine_info()
@@ -130,6 +137,7 @@ def run(config: BenchConfig, models: Sequence[BenchModel], steps: Steps) -> Repo
         models=results,
         ready=ready,
         imports=imports,
+        restart=restart,
         machine=machine,
         config=config,
         elapsed_s=time.perf_counter() - start,

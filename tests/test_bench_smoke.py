@@ -20,7 +20,7 @@ pytest.importorskip("peft")
 pytest.importorskip("dlm_sway.backends.hf")
 pytest.importorskip("matplotlib")
 
-from bench.__main__ import build_parser, config_from, main, write_outputs
+from bench.__main__ import build_parser, config_from, default_out, main, write_outputs
 from bench.calls import OPS
 from bench.config import quick_config
 from bench.figures import finite_positive
@@ -44,6 +44,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a whole quick run, `sway run` pairs and worker kills included
 def test_quick_bench_reports_every_sweep_and_writes_markdown_and_png(
     tiny_model: TinyModel, tmp_path: Path
 ) -> None:
@@ -59,6 +60,15 @@ def test_quick_bench_reports_every_sweep_and_writes_markdown_and_png(
     assert result.sway_cache_hits == 0
     assert report.imports.imports_torch is False
     assert result.cache.hit_ms < result.cache.round_trip_ms
+    # The end-to-end `sway run` pair and the restart figures were really measured.
+    assert len(result.sway_run.host_s) == len(result.sway_run.in_process_s) == 1
+    assert len(report.restart.cold_s) == len(report.restart.standby_s) == 2
+    goals = {goal.goal for goal in goal_rows(report)}
+    assert "`sway run` of a fixed suite, whole command: host / in process" in goals
+    assert {
+        "SIGKILL → next good call, no standby",
+        "SIGKILL → next good call, warm standby",
+    } <= goals
 
     markdown_path = tmp_path / "out" / "bench.md"
     png = write_outputs(report, markdown_path)
@@ -87,6 +97,9 @@ def test_cli_flags_pick_the_run() -> None:
     assert full.models == ("tiny", "50m") and not full.quick
     one = config_from(build_parser().parse_args(["--model", "50m", "--rounds", "2"]))
     assert one.models == ("50m",) and one.plan("50m").rounds == 2
-    assert config_from(build_parser().parse_args(["--threads", "0"])).threads == 0
+    assert full.threads == 0  # torch's default, as users run it
+    assert config_from(build_parser().parse_args(["--threads", "1"])).threads == 1
+    assert default_out(0).name == "bench.md"
+    assert default_out(1).name == "bench-threads-1.md"
     with pytest.raises(SystemExit):
         main(["--model", "huge"])
