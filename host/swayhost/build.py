@@ -19,7 +19,7 @@ from typing import Any
 from swayworker.custom import check_entry_point
 
 from swayhost.endpoint import WorkerEndpoint
-from swayhost.errors import spec_validation_error
+from swayhost.errors import WorkerBadSpec, as_host_error, spec_validation_error
 from swayhost.process import WorkerProcess
 from swayhost.proxy import RemoteBackend, make_proxy
 from swayhost.spec import ModelSpec, WorkerOptions, coerce_spec
@@ -60,7 +60,10 @@ def build(
             "(the base URL of the /v1/completions server)"
         )
     if spec.kind == "custom":
-        check_entry_point(spec.entry_point)
+        try:
+            check_entry_point(spec.entry_point)
+        except Exception as exc:  # sway's class or the worker SDK's: make it a host error too
+            raise as_host_error(exc, WorkerBadSpec) from None
     if spec.kind not in ("hf", "mlx", "api", "custom"):
         raise spec_validation_error(f"unknown backend kind: {spec.kind!r}")
     return spawn(spec)

@@ -1,9 +1,9 @@
 """A live connection to one worker: its process, its channel, its calls.
 
-Every RPC goes through ``call()``, which turns a gRPC failure into the
-exception an in-process backend would have raised, or into
-``WorkerCrashedError`` (with the exit cause and the last stderr lines)
-when the worker itself is gone.
+Its own RPCs (Load) go through ``call()``; ``swayhost.translate`` turns a
+failure into the exception an in-process backend would have raised, or into
+``WorkerCrashedError`` (with the exit cause and the last stderr lines) when
+the worker itself is gone. Scoring calls go through the ``Supervisor``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swayplugin.v1 import backend_pb2 as pb
 from swayplugin.v1 import backend_pb2_grpc as pb_grpc
-from swayworker.errors import ATTRS_KEY, HINT_KEY, REASON_KEY, TYPE_KEY
 from swayworker.protocol import HEALTH_SERVICE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 
+from swayhost import translate
 from swayhost.endpoint import WorkerEndpoint
-from swayhost.errors import WorkerCrashedError, WorkerStartError, rebuild_exception
+from swayhost.errors import WorkerCrashedError, WorkerStartError
 
 log = logging.getLogger("swayhost")
 
@@ -34,8 +34,6 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
-GONE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
-"""Codes of a call that got no answer because the worker or its socket went away."""
 
 _LIVE: weakref.WeakSet[WorkerConnection] = weakref.WeakSet()
 
@@ -138,56 +136,14 @@ class WorkerConnection:
         return self._stub
 
     def call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
-        """Run one RPC, mapping failures to the caller-facing exceptions."""
+        """Run one RPC; a failure is raised as ``swayhost.translate`` names it."""
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise self.translate(exc) from None
-
-    def translate(self, exc: grpc.RpcError) -> Exception:
-        """The exception a caller should see for a failed RPC."""
-        answered = self.reply_error(exc)
-        if answered is not None:
-            return answered
-        code = status_code(exc)
-        if code in GONE_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            self.process.wait(0.5)
-            cause = (
-                f"exited with {self.process.describe_exit()}"
-                if not self.process.alive()
-                else f"did not answer ({code.name})"
+            error = translate.answered(exc, self.name) or translate.lost(
+                exc, self.process, self.name
             )
-            return WorkerCrashedError(
-                f"worker {self.name!r} (pid {self.process.pid}) {cause} during a call."
-                f"{self.process.stderr_excerpt()}"
-            )
-        return WorkerCrashedError(
-            f"worker {self.name!r} failed a call with {code.name}: {exc.details()}"
-        )
-
-    def reply_error(self, exc: grpc.RpcError) -> Exception | None:
-        """The caller's exception when the worker itself answered with an error.
-
-        Such an answer is final (retrying gives the same error); None means
-        the call failed in transport, which says nothing about the request.
-        """
-        raw: Any = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else ()
-        metadata: dict[str, Any] = {str(k): v for k, v in raw or ()}
-        if REASON_KEY not in metadata:
-            return None
-        return rebuild_exception(
-            reason=str(metadata[REASON_KEY]),
-            message=exc.details() or "",
-            exception_type=str(metadata.get(TYPE_KEY, "")),
-            attrs_json=str(metadata.get(ATTRS_KEY, "")),
-            hint=str(metadata.get(HINT_KEY, "")),
-            worker=self.name,
-        )
-
-
-def status_code(exc: grpc.RpcError) -> grpc.StatusCode:
-    code: grpc.StatusCode = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    return code
+            raise error from None
 
 
 def _close_all_at_exit() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from swayplugin.v1 import backend_pb2 as pb
 from swayworker.codec import (
-    OP_NAMES,
+    OPS,
     Generate,
     LogprobOf,
     NextTokenDist,
@@ -44,7 +44,7 @@ from swayworker.codec import (
 from swayhost.cache import ResultCache
 from swayhost.coalesce import Coalescer
 from swayhost.connection import WorkerConnection
-from swayhost.errors import UnsupportedCapabilityError, rebuild_exception
+from swayhost.errors import UnsupportedCapabilityError
 from swayhost.journal import Entry, Journal, message_key
 from swayhost.spec import ModelSpec
 from swayhost.stats import BackendStats
@@ -169,7 +169,7 @@ class RemoteBackend:
         if options.dynamic_batching:
             self._coalescer = Coalescer(
                 supervisor.score,
-                self._send_batch,
+                self._supervisor.score_batch,
                 max_items=limits.max_batch or DEFAULT_MAX_BATCH,
                 max_cost=self._batch_budget,
                 window_s=options.batch_window_s,
@@ -243,7 +243,7 @@ class RemoteBackend:
             size = _estimated_bytes(request, self.description.model.vocab_size)
             response = self._coalescer.submit(message, size)
         if key is not None:
-            self._keep([(key, OP_NAMES[type(request.op)], response)])
+            self._keep([(key, request.op.name, response)])
         return result_from_proto(response)
 
     def score_many(
@@ -268,7 +268,7 @@ class RemoteBackend:
             else:
                 pending.append(i)
         for chunk in self._chunks(pending, requests):
-            outcomes = self._send_batch([messages[i] for i in chunk])
+            outcomes = self._supervisor.score_batch([messages[i] for i in chunk])
             entries: list[Entry] = []
             for i, outcome in zip(chunk, outcomes, strict=True):
                 if isinstance(outcome, Exception):
@@ -277,32 +277,13 @@ class RemoteBackend:
                 results[i] = result_from_proto(outcome)
                 key = keys[i]
                 if key is not None:
-                    entries.append((key, OP_NAMES[type(requests[i].op)], outcome))
+                    entries.append((key, requests[i].op.name, outcome))
             self._keep(entries)
         if not return_exceptions:
             for value in results:
                 if isinstance(value, BaseException):
                     raise value
         return results
-
-    def _send_batch(self, messages: list[pb.ScoreRequest]) -> list[pb.ScoreResponse | Exception]:
-        """One ScoreBatch through the supervisor: a response or an exception per request."""
-        return [self._outcome(item) for item in self._supervisor.score_batch(messages)]
-
-    def _outcome(self, item: pb.ScoreBatchItem | Exception) -> pb.ScoreResponse | Exception:
-        if isinstance(item, Exception):
-            return item
-        if item.HasField("error"):
-            err = item.error
-            return rebuild_exception(
-                reason=pb.ErrorReason.Name(err.reason),
-                message=err.message,
-                exception_type=err.exception_type,
-                attrs_json=err.attrs_json,
-                hint=err.hint,
-                worker=self.name,
-            )
-        return item.result
 
     def _chunks(self, indices: list[int], requests: list[Request]) -> Iterator[list[int]]:
         """``indices`` cut into batches within the worker's item and message limits."""
@@ -360,7 +341,7 @@ class RemoteBackend:
             self._journal.put_many(entries)
 
     def _require(self, op: Op) -> None:
-        name = OP_NAMES[type(op)]
+        name = op.name
         if not getattr(self.description.capabilities, name):
             raise UnsupportedCapabilityError(
                 f"worker {self.name!r} ({self.description.worker_kind}) does not offer "
@@ -448,5 +429,5 @@ def _estimated_bytes(request: Request, vocab_size: int) -> int:
 
 
 def _offered(caps: pb.Capabilities) -> str:
-    names = [n for n in OP_NAMES.values() if getattr(caps, n)]
+    names = [n for n in OPS if getattr(caps, n)]
     return ", ".join(names) if names else "none"

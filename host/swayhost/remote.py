@@ -34,10 +34,10 @@ from swayworker.protocol import (
 )
 
 from swayhost.build import launch
-from swayhost.connection import status_code
 from swayhost.errors import AttachError
 from swayhost.proxy import RemoteBackend
 from swayhost.spec import ModelSpec, WorkerOptions
+from swayhost.translate import status_code
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 

@@ -39,10 +39,11 @@ import grpc
 from google.protobuf.message import Message
 from swayplugin.v1 import backend_pb2 as pb
 from swayplugin.v1 import backend_pb2_grpc as pb_grpc
-from swayworker.codec import OP_NAMES, request_from_proto
+from swayworker.codec import request_from_proto
 
+from swayhost import translate
 from swayhost.causes import ExitCause, exit_cause
-from swayhost.connection import GONE_CODES, WorkerConnection, status_code
+from swayhost.connection import WorkerConnection
 from swayhost.deadline import DeadlineEstimator
 from swayhost.endpoint import WorkerEndpoint
 from swayhost.errors import PoisonInputError, RestartBudgetExhausted, WorkerCrashedError
@@ -197,8 +198,8 @@ class Supervisor:
             lambda s: s.Preflight, pb.PreflightRequest(), _PREFLIGHT_UNITS, lambda: "preflight"
         )
 
-    def score_batch(self, requests: list[pb.ScoreRequest]) -> list[pb.ScoreBatchItem | Exception]:
-        """One ScoreBatch through failures: an item, or the poison error, per request."""
+    def score_batch(self, requests: list[pb.ScoreRequest]) -> list[translate.Outcome]:
+        """One ScoreBatch through failures: a response, or its own exception, per request."""
         return self._batch(requests, crashes=0, exclusive=False)
 
     def _unary(
@@ -221,7 +222,7 @@ class Supervisor:
 
     def _batch(
         self, requests: list[pb.ScoreRequest], *, crashes: int, exclusive: bool
-    ) -> list[pb.ScoreBatchItem | Exception]:
+    ) -> list[translate.Outcome]:
         message = pb.ScoreBatchRequest(requests=requests)
         units = sum(_units(r) for r in requests)
 
@@ -231,7 +232,7 @@ class Supervisor:
         while True:
             try:
                 response = self._attempt(lambda s: s.ScoreBatch, message, units, exclusive)
-                return list(response.items)
+                return translate.batch_outcomes(list(response.items), self.name)
             except _Crash as crash:
                 crashes += crash.witnessed
                 step = self._next_step(crashes, crash, what, single=len(requests) == 1)
@@ -245,7 +246,7 @@ class Supervisor:
                         len(requests),
                         crashes,
                     )
-                    out: list[pb.ScoreBatchItem | Exception] = []
+                    out: list[translate.Outcome] = []
                     for request in requests:
                         out.extend(self._batch([request], crashes=crashes, exclusive=True))
                     return out
@@ -327,15 +328,17 @@ class Supervisor:
         self, gen: _Generation, token: int, exc: grpc.RpcError, timeout: float
     ) -> Exception:
         """The exception for a failed attempt: the worker's own error, or ``_Crash``."""
-        answered = gen.conn.reply_error(exc)
-        code = status_code(exc)
+        answered = translate.answered(exc, self.name)
         process = gen.conn.process
-        no_answer = code in GONE_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED
-        if answered is None and not self._closed and (no_answer or not process.alive()):
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED and process.alive():
+        if (
+            answered is None
+            and not self._closed
+            and (translate.no_answer(exc) or not process.alive())
+        ):
+            if translate.status_code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED and process.alive():
                 self._condemn(gen, ExitCause.hang(timeout))
             elif not process.wait(1.0):  # a dying worker drops its socket just before it exits
-                self._condemn(gen, ExitCause.disconnected(code.name))
+                self._condemn(gen, ExitCause.disconnected(translate.status_code(exc).name))
             self._mark_dead(gen)
             with self._lock:
                 gen.inflight.pop(token, None)
@@ -346,7 +349,7 @@ class Supervisor:
             return answered
         if self._closed:
             return WorkerCrashedError(f"worker {self.name!r} is closed", worker=self.name)
-        return gen.conn.translate(exc)
+        return translate.lost(exc, process, self.name)
 
     # -- detection ---------------------------------------------------------
 
@@ -596,7 +599,7 @@ def _describe(request: pb.ScoreRequest) -> str:
     op = decoded.op
     text = str(getattr(op, "prompt", getattr(op, "text", "")))
     shown = text if len(text) <= 60 else text[:57] + "..."
-    return f"{OP_NAMES[type(op)]}({shown!r}) on view {decoded.view.label()}"
+    return f"{op.name}({shown!r}) on view {decoded.view.label()}"
 
 
 def _close_all_at_exit() -> None:
