@@ -7,6 +7,7 @@ the proxy stops the worker. The host itself never imports torch,
 transformers, peft or mlx.
 """
 
+from swayhost.attached import attach
 from swayhost.build import TwoWorkerDifferential, build, build_two_separate, spawn
 from swayhost.detached import reattach
 from swayhost.errors import (
@@ -31,9 +32,9 @@ from swayhost.errors import (
 from swayhost.policy import RecoveryPolicy
 from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.ray.options import RayOptions
-from swayhost.remote import TLSConfig, attach, read_token
 from swayhost.spec import ModelSpec, WorkerOptions
 from swayhost.stats import BackendStats
+from swayhost.tls import TLSConfig, read_token
 
 __all__ = [
     "AttachError",

@@ -23,7 +23,7 @@ from swayplugin.v1 import backend_pb2_grpc as pb_grpc
 from swayworker.protocol import HEALTH_SERVICE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 
 from swayhost import translate
-from swayhost.endpoint import WorkerEndpoint
+from swayhost.endpoint import OwnedEndpoint, WorkerEndpoint
 from swayhost.errors import WorkerCrashedError, WorkerStartError
 
 log = logging.getLogger("swayhost")
@@ -39,11 +39,11 @@ _LIVE: weakref.WeakSet[WorkerConnection] = weakref.WeakSet()
 
 
 class WorkerConnection:
-    """Start a worker, connect to it, and stop it (Shutdown → SIGTERM → SIGKILL)."""
+    """Start a worker, connect to it, and stop it (Shutdown → SIGTERM → SIGKILL) if it owns it."""
 
-    def __init__(self, process: WorkerEndpoint) -> None:
-        self.process = process
-        self.name = process.name
+    def __init__(self, endpoint: WorkerEndpoint) -> None:
+        self.endpoint = endpoint
+        self.name = endpoint.name
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.DifferentialBackendStub | None = None
         self._health: health_pb2_grpc.HealthStub | None = None
@@ -55,11 +55,11 @@ class WorkerConnection:
     def start(self) -> pb.DescribeResponse:
         """Spawn, handshake, connect, health-check, Describe."""
         started = time.monotonic()
-        handshake = self.process.start()
+        handshake = self.endpoint.start()
         _LIVE.add(self)
-        remaining = max(1.0, self.process.startup_timeout - (time.monotonic() - started))
+        remaining = max(1.0, self.endpoint.startup_timeout - (time.monotonic() - started))
         try:
-            self._channel = self.process.open_channel(CHANNEL_OPTIONS)
+            self._channel = self.endpoint.open_channel(CHANNEL_OPTIONS)
             grpc.channel_ready_future(self._channel).result(timeout=remaining)
             self._stub = pb_grpc.DifferentialBackendStub(self._channel)
             self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -73,7 +73,7 @@ class WorkerConnection:
             self.close()
             raise WorkerStartError(
                 f"worker {self.name!r} printed a handshake but did not answer on "
-                f"{handshake.address}: {exc}{self.process.stderr_excerpt()}"
+                f"{handshake.address}: {exc}{self.endpoint.stderr_excerpt()}"
             ) from exc
         except WorkerStartError:
             self.close()
@@ -92,15 +92,16 @@ class WorkerConnection:
             if self._closed:
                 return
             self._closed = True
-        if self.process.owned:  # a worker this host attached to keeps running
-            if self._stub is not None and self.process.alive():
+        endpoint = self.endpoint
+        if isinstance(endpoint, OwnedEndpoint):  # a worker this host did not start keeps running
+            if self._stub is not None and endpoint.alive():
                 try:
                     self._stub.Shutdown(pb.ShutdownRequest(), timeout=2.0)
                 except grpc.RpcError as exc:
                     log.debug("worker %s: Shutdown RPC failed: %s", self.name, exc)
-                if not self.process.wait(3.0):
+                if not endpoint.wait(3.0):
                     log.warning("worker %s did not exit after Shutdown; sending SIGTERM", self.name)
-            self.process.terminate(grace=2.0)
+            endpoint.terminate(grace=2.0)
         if self._channel is not None:
             self._channel.close()
         _LIVE.discard(self)
@@ -141,7 +142,7 @@ class WorkerConnection:
             return method(request, timeout=timeout)
         except grpc.RpcError as exc:
             error = translate.answered(exc, self.name) or translate.lost(
-                exc, self.process, self.name
+                exc, self.endpoint, self.name
             )
             raise error from None
 

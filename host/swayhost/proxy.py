@@ -184,11 +184,11 @@ class RemoteBackend:
     @property
     def pid(self) -> int:
         """The pid of the worker serving now (it changes when the worker is restarted)."""
-        return self._conn.process.pid
+        return self._conn.endpoint.pid
 
     @property
     def _conn(self) -> WorkerConnection:
-        """The connection to the worker serving now; tests reach its process through it."""
+        """The connection to the worker serving now; tests reach its endpoint through it."""
         return self._supervisor.connection
 
     def stats(self) -> BackendStats:

@@ -29,6 +29,29 @@ MAX_BATCH_WINDOW_S = 0.1
 """A longer wait would cost a caller more than the batch could save it."""
 
 
+def is_batch_window(value: object) -> bool:
+    """Whether ``value`` is a batch window in seconds: the one place its range is written."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0.0 <= value <= MAX_BATCH_WINDOW_S
+    )
+
+
+class OptionsConflict(ValueError):
+    """Two ``WorkerOptions`` that cannot go together.
+
+    The message speaks of the Python fields; ``keys`` and ``fix`` say the
+    same in the config file's terms, so ``swayhost.config`` reports the rule
+    without restating it.
+    """
+
+    def __init__(self, message: str, *, keys: str, fix: str) -> None:
+        super().__init__(message)
+        self.keys = keys
+        self.fix = fix
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     """How a worker process is started, kept alive and journaled.
@@ -79,13 +102,16 @@ class WorkerOptions:
                 f"got {self.launcher!r}"
             )
         if self.detach and (self.launcher != "local" or self.recovery.standby):
-            raise ValueError(
+            raise OptionsConflict(
                 "WorkerOptions.detach is for a local worker without a standby: a Ray worker "
-                "lives as long as its actor, and a detached worker is not this host's to replace"
+                "lives as long as its actor, and a detached worker is not this host's to replace",
+                keys="detach: true with launcher: ray or recovery.standby: true",
+                fix="a detached worker runs locally without a standby: "
+                "drop detach, or drop the other",
             )
         if self.cache_bytes < 0:
             raise ValueError(f"WorkerOptions.cache_bytes must be >= 0, got {self.cache_bytes}")
-        if not 0.0 <= self.batch_window_s <= MAX_BATCH_WINDOW_S:
+        if not is_batch_window(self.batch_window_s):
             raise ValueError(
                 f"WorkerOptions.batch_window_s must be within [0, {MAX_BATCH_WINDOW_S:g}] "
                 f"seconds, got {self.batch_window_s!r}"

@@ -45,7 +45,7 @@ from swayhost import translate
 from swayhost.causes import ExitCause, exit_cause
 from swayhost.connection import WorkerConnection
 from swayhost.deadline import DeadlineEstimator
-from swayhost.endpoint import WorkerEndpoint
+from swayhost.endpoint import Launcher
 from swayhost.errors import PoisonInputError, RestartBudgetExhausted, WorkerCrashedError
 from swayhost.gate import Gate
 from swayhost.policy import RestartBudget
@@ -103,12 +103,12 @@ class _Step(enum.Enum):
 class Supervisor:
     """Owns the worker for one backend and runs calls on it through failures."""
 
-    def __init__(self, spec: ModelSpec, new_process: Callable[[], WorkerEndpoint]) -> None:
+    def __init__(self, spec: ModelSpec, launcher: Launcher) -> None:
         self.spec = spec
         self.policy = spec.worker.recovery
         self.name = spec.worker.name or spec.kind
         self.stats = StatsRecorder(self.name)
-        self._new_process = new_process
+        self._launcher = launcher
         self._budget = RestartBudget(self.policy)
         self._deadlines = DeadlineEstimator(self.policy)
         self._gate = Gate()
@@ -180,7 +180,7 @@ class Supervisor:
 
     def snapshot(self) -> BackendStats:
         return self.stats.snapshot(
-            pid=self._generation().conn.process.pid, standby_ready=self._spare is not None
+            pid=self._generation().conn.endpoint.pid, standby_ready=self._spare is not None
         )
 
     def _generation(self) -> _Generation:
@@ -263,10 +263,10 @@ class Supervisor:
             raise WorkerCrashedError(
                 f"worker {self.name!r} {crash.cause.text} while serving {what()}; giving up on "
                 f"this call after {crashes - 1} retries (RecoveryPolicy.max_call_retries="
-                f"{policy.max_call_retries}).{crash.gen.conn.process.stderr_excerpt()}",
+                f"{policy.max_call_retries}).{crash.gen.conn.endpoint.stderr_excerpt()}",
                 worker=self.name,
                 cause=crash.cause.kind,
-                stderr_tail=crash.gen.conn.process.stderr_tail(),
+                stderr_tail=crash.gen.conn.endpoint.stderr_tail(),
             ) from None
         self.stats.event(
             "retry",
@@ -276,16 +276,16 @@ class Supervisor:
         return _Step.ISOLATE if crashes >= policy.poison_after else _Step.RETRY
 
     def _poisoned(self, crash: _Crash, crashes: int, what: str) -> PoisonInputError:
-        process = crash.gen.conn.process
+        endpoint = crash.gen.conn.endpoint
         message = (
             f"worker {self.name!r}: {what} killed its worker {crashes} times in a row, the last "
             f"time with no other call in flight (it {crash.cause.text}); failing this request "
             f"alone as a poison input. The worker is restarted for the other requests."
-            f"{process.stderr_excerpt()}"
+            f"{endpoint.stderr_excerpt()}"
         )
         self.stats.event("poison", logging.ERROR, message)
         return PoisonInputError(
-            message, worker=self.name, cause=crash.cause.kind, stderr_tail=process.stderr_tail()
+            message, worker=self.name, cause=crash.cause.kind, stderr_tail=endpoint.stderr_tail()
         )
 
     # -- one attempt ---------------------------------------------------------
@@ -329,15 +329,15 @@ class Supervisor:
     ) -> Exception:
         """The exception for a failed attempt: the worker's own error, or ``_Crash``."""
         answered = translate.answered(exc, self.name)
-        process = gen.conn.process
+        endpoint = gen.conn.endpoint
         if (
             answered is None
             and not self._closed
-            and (translate.no_answer(exc) or not process.alive())
+            and (translate.no_answer(exc) or not endpoint.alive())
         ):
-            if translate.status_code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED and process.alive():
+            if translate.status_code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED and endpoint.alive():
                 self._condemn(gen, ExitCause.hang(timeout))
-            elif not process.wait(1.0):  # a dying worker drops its socket just before it exits
+            elif not endpoint.wait(1.0):  # a dying worker drops its socket just before it exits
                 self._condemn(gen, ExitCause.disconnected(translate.status_code(exc).name))
             self._mark_dead(gen)
             with self._lock:
@@ -349,7 +349,7 @@ class Supervisor:
             return answered
         if self._closed:
             return WorkerCrashedError(f"worker {self.name!r} is closed", worker=self.name)
-        return translate.lost(exc, process, self.name)
+        return translate.lost(exc, endpoint, self.name)
 
     # -- detection ---------------------------------------------------------
 
@@ -363,13 +363,13 @@ class Supervisor:
             self.stats.event(
                 "hang",
                 logging.WARNING,
-                f"worker {self.name} (pid {gen.conn.process.pid}) {cause.text} with SIGKILL",
+                f"worker {self.name} (pid {gen.conn.endpoint.pid}) {cause.text} with SIGKILL",
             )
-        gen.conn.process.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
+        gen.conn.endpoint.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
 
     def _mark_dead(self, gen: _Generation) -> None:
         """Record the end of ``gen`` once, with its cause and the attempts it took down."""
-        returncode = gen.conn.process.reap(5.0)
+        returncode = gen.conn.endpoint.reap(5.0)
         with self._lock:
             if gen.dead:
                 return
@@ -380,13 +380,13 @@ class Supervisor:
             elif returncode is None:
                 gen.cause = ExitCause.disconnected("still running")
             else:
-                gen.cause = exit_cause(returncode, gen.conn.process.stderr_tail(40))
+                gen.cause = exit_cause(returncode, gen.conn.endpoint.stderr_tail(40))
             cause, victims = gen.cause, len(gen.victims)
         self.stats.last_exit_cause = cause.text
         self.stats.event(
             "crash",
             logging.WARNING,
-            f"worker {self.name} (pid {gen.conn.process.pid}) {cause.text} "
+            f"worker {self.name} (pid {gen.conn.endpoint.pid}) {cause.text} "
             f"with {victims} call(s) in flight",
         )
 
@@ -403,7 +403,7 @@ class Supervisor:
         gen = self._gen
         if gen is None or gen.dead or self._restart_lock.locked():
             return
-        if not gen.conn.process.alive():
+        if not gen.conn.endpoint.alive():
             self._mark_dead(gen)  # died while idle; the next call restarts it
             return
         if gen.conn.healthy(self.policy.health_timeout_s) or gen.dead:
@@ -413,7 +413,7 @@ class Supervisor:
         failures.clear()
         failures[gen.number] = count
         self.stats.add("health_check_failure")
-        log.info("worker %s (pid %d) failed a health check", self.name, gen.conn.process.pid)
+        log.info("worker %s (pid %d) failed a health check", self.name, gen.conn.endpoint.pid)
         if count >= self.policy.health_failures:
             self._condemn(gen, ExitCause.unhealthy(count))
 
@@ -427,7 +427,7 @@ class Supervisor:
             raise self._failure
         gen = self._generation()
         if not gen.dead:
-            if gen.conn.process.alive():
+            if gen.conn.endpoint.alive():
                 return gen
             self._mark_dead(gen)
         return self._restart(gen)
@@ -471,7 +471,7 @@ class Supervisor:
             log.info(
                 "worker %s back as pid %d after %.2fs",
                 self.name,
-                gen.conn.process.pid,
+                gen.conn.endpoint.pid,
                 self.stats.last_restart_s,
             )
             with self._lock:
@@ -518,13 +518,13 @@ class Supervisor:
             else f"that is {policy.max_restarts} restarts within {policy.restart_window_s:g}s, "
             "the limit of RecoveryPolicy.max_restarts"
         )
-        process = old.conn.process
+        endpoint = old.conn.endpoint
         return RestartBudgetExhausted(
-            f"worker {self.name!r} (pid {process.pid}) {cause.text}, and {limit}; giving up."
-            f"{process.stderr_excerpt()}",
+            f"worker {self.name!r} (pid {endpoint.pid}) {cause.text}, and {limit}; giving up."
+            f"{endpoint.stderr_excerpt()}",
             worker=self.name,
             cause=cause.kind,
-            stderr_tail=process.stderr_tail(),
+            stderr_tail=endpoint.stderr_tail(),
         )
 
     # -- standby -------------------------------------------------------------
@@ -540,7 +540,7 @@ class Supervisor:
                 self._spare_wanted.set()  # try again, without spinning
 
     def _start_connection(self) -> WorkerConnection:
-        conn = WorkerConnection(self._new_process())
+        conn = WorkerConnection(self._launcher.endpoint())
         conn.start()
         return conn
 
@@ -576,7 +576,7 @@ class Supervisor:
                 timeout=self.spec.worker.startup_timeout,
             )
             spare, self._spare = self._spare, None
-        if spare is not None and not spare.process.alive():
+        if spare is not None and not spare.endpoint.alive():
             spare.close()
             return None
         return spare

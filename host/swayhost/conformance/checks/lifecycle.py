@@ -26,12 +26,12 @@ from swayplugin.v1 import backend_pb2 as pb
 from swayworker.codec import OPS
 from swayworker.protocol import MAGIC_COOKIE_KEY, PROTOCOL_VERSION
 
-from swayhost.build import worker_process
 from swayhost.conformance.checks.context import Context
 from swayhost.conformance.orphan_host import payload_for
 from swayhost.conformance.result import CheckFailed, CheckSkipped, Problems
 from swayhost.conformance.session import RpcFailure, WorkerUnderTest
 from swayhost.errors import SwayHostError, WorkerStartError
+from swayhost.local import worker_process
 
 COOKIE_TIMEOUT = 30.0
 """Most seconds a worker without the cookie may take to give up."""
