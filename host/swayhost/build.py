@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from swayworker.custom import check_entry_point
 
@@ -20,12 +20,12 @@ from swayhost.endpoint import Launcher
 from swayhost.errors import WorkerBadSpec, as_host_error, spec_validation_error
 from swayhost.launch import launch
 from swayhost.local import LocalLauncher
-from swayhost.proxy import RemoteBackend
+from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.spec import ModelSpec, WorkerOptions, coerce_spec
 
 
 def build(
-    base_spec: Any, *, adapter_path: Path | None = None, worker: WorkerOptions | None = None
+    base_spec: object, *, adapter_path: Path | None = None, worker: WorkerOptions | None = None
 ) -> RemoteBackend:
     """Materialise a differential backend from a model spec, in a worker process.
 
@@ -100,12 +100,12 @@ class TwoWorkerDifferential:
         )
 
     @contextmanager
-    def as_base(self) -> Iterator[Any]:
+    def as_base(self) -> Iterator[RemoteView]:
         with self._base.as_base() as view:
             yield view
 
     @contextmanager
-    def as_finetuned(self) -> Iterator[Any]:
+    def as_finetuned(self) -> Iterator[RemoteView]:
         with self._ft.as_finetuned() as view:
             yield view
 
@@ -128,8 +128,18 @@ class TwoWorkerDifferential:
         self.close()
 
 
+class BaseAndFt(Protocol):
+    """sway's ``models`` section (or anything with a ``base`` and an ``ft`` spec)."""
+
+    @property
+    def base(self) -> object: ...
+
+    @property
+    def ft(self) -> object: ...
+
+
 def build_two_separate(
-    spec_models: Any, *, worker: WorkerOptions | None = None
+    spec_models: BaseAndFt, *, worker: WorkerOptions | None = None
 ) -> TwoWorkerDifferential:
     """Base and ft on two workers, from an object with ``.base`` and ``.ft`` specs."""
     base_spec = coerce_spec(spec_models.base, worker)

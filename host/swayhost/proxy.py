@@ -24,8 +24,8 @@ import functools
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import Literal, cast, overload
 
 from swayplugin.v1 import backend_pb2 as pb
 from swayworker.codec import (
@@ -40,6 +40,7 @@ from swayworker.codec import (
     request_to_proto,
     result_from_proto,
 )
+from swayworker.results import RollingLogprobResult, Score, TokenDistResult
 
 from swayhost.cache import ResultCache
 from swayhost.coalesce import Coalescer
@@ -77,11 +78,11 @@ class RemoteView:
         self._backend = backend
         self._closed = False
 
-    def _score(self, op: Op) -> Any:
+    def _score(self, op: Op) -> Score:
         self._check_open()
         return self._backend.score(Request(self.key, op))
 
-    def _score_many(self, ops: list[Op], return_exceptions: bool) -> list[Any]:
+    def _score_many(self, ops: list[Op], return_exceptions: bool) -> list[Score | Exception]:
         self._check_open()
         return self._backend.score_many(
             [Request(self.key, op) for op in ops], return_exceptions=return_exceptions
@@ -94,15 +95,17 @@ class RemoteView:
             )
 
     # -- sway's ScoringBackend + Model -------------------------------------
+    # Each op's result has its op's type (codec decodes what the op asked for),
+    # hence the casts from the general ``Score``.
 
     def logprob_of(self, prompt: str, completion: str) -> float:
-        return float(self._score(LogprobOf(prompt, completion)))
+        return float(cast(float, self._score(LogprobOf(prompt, completion))))
 
-    def rolling_logprob(self, text: str) -> Any:
-        return self._score(RollingLogprobOp(text))
+    def rolling_logprob(self, text: str) -> RollingLogprobResult:
+        return cast(RollingLogprobResult, self._score(RollingLogprobOp(text)))
 
-    def next_token_dist(self, prompt: str, *, top_k: int = DEFAULT_TOP_K) -> Any:
-        return self._score(NextTokenDist(prompt, int(top_k)))
+    def next_token_dist(self, prompt: str, *, top_k: int = DEFAULT_TOP_K) -> TokenDistResult:
+        return cast(TokenDistResult, self._score(NextTokenDist(prompt, int(top_k))))
 
     def generate(
         self,
@@ -123,22 +126,57 @@ class RemoteView:
         return None
 
     # -- batches: one RPC (or a few) for many prompts ------------------------
+    # With ``return_exceptions`` a failed item's slot holds its exception;
+    # without, the first failure is raised after all ran.
 
+    @overload
+    def logprob_of_many(
+        self, pairs: Sequence[tuple[str, str]], *, return_exceptions: Literal[False] = False
+    ) -> list[float]: ...
+    @overload
+    def logprob_of_many(
+        self, pairs: Sequence[tuple[str, str]], *, return_exceptions: bool
+    ) -> list[float | Exception]: ...
     def logprob_of_many(
         self, pairs: Sequence[tuple[str, str]], *, return_exceptions: bool = False
-    ) -> list[Any]:
+    ) -> list[float] | list[float | Exception]:
         """``logprob_of`` for many (prompt, completion) pairs in one round trip."""
-        return self._score_many([LogprobOf(p, c) for p, c in pairs], return_exceptions)
+        ops: list[Op] = [LogprobOf(p, c) for p, c in pairs]
+        return cast(list[float | Exception], self._score_many(ops, return_exceptions))
 
+    @overload
+    def rolling_logprob_many(
+        self, texts: Sequence[str], *, return_exceptions: Literal[False] = False
+    ) -> list[RollingLogprobResult]: ...
+    @overload
+    def rolling_logprob_many(
+        self, texts: Sequence[str], *, return_exceptions: bool
+    ) -> list[RollingLogprobResult | Exception]: ...
     def rolling_logprob_many(
         self, texts: Sequence[str], *, return_exceptions: bool = False
-    ) -> list[Any]:
-        return self._score_many([RollingLogprobOp(t) for t in texts], return_exceptions)
+    ) -> list[RollingLogprobResult] | list[RollingLogprobResult | Exception]:
+        ops: list[Op] = [RollingLogprobOp(t) for t in texts]
+        return cast(
+            list[RollingLogprobResult | Exception], self._score_many(ops, return_exceptions)
+        )
 
+    @overload
+    def next_token_dist_many(
+        self,
+        prompts: Sequence[str],
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        return_exceptions: Literal[False] = False,
+    ) -> list[TokenDistResult]: ...
+    @overload
+    def next_token_dist_many(
+        self, prompts: Sequence[str], *, top_k: int = DEFAULT_TOP_K, return_exceptions: bool
+    ) -> list[TokenDistResult | Exception]: ...
     def next_token_dist_many(
         self, prompts: Sequence[str], *, top_k: int = DEFAULT_TOP_K, return_exceptions: bool = False
-    ) -> list[Any]:
-        return self._score_many([NextTokenDist(p, int(top_k)) for p in prompts], return_exceptions)
+    ) -> list[TokenDistResult] | list[TokenDistResult | Exception]:
+        ops: list[Op] = [NextTokenDist(p, int(top_k)) for p in prompts]
+        return cast(list[TokenDistResult | Exception], self._score_many(ops, return_exceptions))
 
 
 class RemoteBackend:
@@ -201,10 +239,10 @@ class RemoteBackend:
 
     # -- views -------------------------------------------------------------
 
-    def as_base(self) -> Any:
+    def as_base(self) -> AbstractContextManager[RemoteView]:
         return self._view(ViewKey.base())
 
-    def as_finetuned(self) -> Any:
+    def as_finetuned(self) -> AbstractContextManager[RemoteView]:
         return self._view(ViewKey.ft())
 
     @contextmanager
@@ -224,7 +262,7 @@ class RemoteBackend:
 
     # -- scoring -----------------------------------------------------------
 
-    def score(self, request: Request) -> Any:
+    def score(self, request: Request) -> Score:
         """One request: from the cache or the journal, else one RPC.
 
         The RPC is unary, or, while other threads are scoring on this
@@ -248,7 +286,7 @@ class RemoteBackend:
 
     def score_many(
         self, requests: Sequence[Request], *, return_exceptions: bool = False
-    ) -> list[Any]:
+    ) -> list[Score | Exception]:
         """Many requests in as few ScoreBatch RPCs as the worker's limits allow.
 
         Each request fails alone: with ``return_exceptions`` its slot holds the
@@ -260,7 +298,7 @@ class RemoteBackend:
         messages = [request_to_proto(r) for r in requests]
         keys = [self._key(m) for m in messages]
         found = self._lookup([k for k in keys if k is not None])
-        results: list[Any] = [None] * len(requests)
+        results: list[Score | Exception | None] = [None] * len(requests)
         pending = []
         for i, key in enumerate(keys):
             if key is not None and key in found:
@@ -283,7 +321,7 @@ class RemoteBackend:
             for value in results:
                 if isinstance(value, BaseException):
                     raise value
-        return results
+        return cast(list[Score | Exception], results)  # every slot is filled by now
 
     def _chunks(self, indices: list[int], requests: list[Request]) -> Iterator[list[int]]:
         """``indices`` cut into batches within the worker's item and message limits."""
@@ -372,17 +410,18 @@ class RemoteBackend:
 
 
 class _Scalable:
-    def as_scaled_adapter(self, lam: float) -> Any:
-        return self._view(ViewKey.scaled(lam))  # type: ignore[attr-defined]
+    def as_scaled_adapter(self, lam: float) -> AbstractContextManager[RemoteView]:
+        return cast(RemoteBackend, self)._view(ViewKey.scaled(lam))  # mixed into RemoteBackend
 
 
 class _NullCalibrated:
     def as_null_adapter(
         self, seed: int, *, init_scale: float = 0.02, rank_scale: float = 1.0
-    ) -> Any:
+    ) -> AbstractContextManager[RemoteView]:
         if rank_scale <= 0.0 or not math.isfinite(rank_scale):
             raise ValueError(f"rank_scale must be positive and finite; got {rank_scale!r}")
-        return self._view(ViewKey.null(seed, init_scale, rank_scale))  # type: ignore[attr-defined]
+        backend = cast(RemoteBackend, self)  # mixed into RemoteBackend
+        return backend._view(ViewKey.null(seed, init_scale, rank_scale))
 
 
 class _Preflight:

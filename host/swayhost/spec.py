@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from swayplugin.v1 import backend_pb2 as pb
 
@@ -193,7 +193,7 @@ _SWAY_FIELDS = (
 )
 
 
-def coerce_spec(spec: Any, worker: WorkerOptions | None = None) -> ModelSpec:
+def coerce_spec(spec: object, worker: WorkerOptions | None = None) -> ModelSpec:
     """A ``swayhost.ModelSpec`` from ours, sway's pydantic one, or a mapping."""
     if isinstance(spec, ModelSpec):
         return spec if worker is None else replace(spec, worker=worker)

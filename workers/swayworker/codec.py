@@ -230,7 +230,7 @@ def result_to_proto(op: Op, value: Any, *, max_top_k: int = 0) -> pb.ScoreRespon
     return pb.ScoreResponse(dist=dist)
 
 
-def result_from_proto(msg: pb.ScoreResponse) -> Any:
+def result_from_proto(msg: pb.ScoreResponse) -> results.Score:
     """Decode a result into a float, str, RollingLogprob or TokenDist."""
     which = msg.WhichOneof("result")
     if which == "logprob":
@@ -239,18 +239,20 @@ def result_from_proto(msg: pb.ScoreResponse) -> Any:
         return msg.text
     if which == "rolling":
         r = msg.rolling
-        return results.RollingLogprob(
+        rolling: results.RollingLogprobResult = results.RollingLogprob(
             token_ids=np.frombuffer(r.token_ids, dtype=_IDS).astype(np.int64),
             logprobs=np.frombuffer(r.logprobs, dtype=_LOGPROBS).astype(np.float32),
             num_tokens=int(r.num_tokens),
             total_logprob=float(r.total_logprob),
         )
+        return rolling
     if which == "dist":
         d = msg.dist
-        return results.TokenDist(
+        dist: results.TokenDistResult = results.TokenDist(
             token_ids=np.frombuffer(d.token_ids, dtype=_IDS).astype(np.int64),
             logprobs=np.frombuffer(d.logprobs, dtype=_LOGPROBS).astype(np.float32),
             vocab_size=int(d.vocab_size),
             tail_logprob=d.tail_logprob if d.HasField("tail_logprob") else None,
         )
+        return dist
     raise ValueError("the worker sent an empty result")

@@ -35,7 +35,7 @@ from swayworker.codec import (
     request_from_proto,
     result_to_proto,
 )
-from swayworker.errors import NotLoaded, UnsupportedOperation, WorkerError, classify
+from swayworker.errors import NotLoaded, UnsupportedOperation, WireError, classify
 from swayworker.held_view import HeldView
 from swayworker.protocol import PROTOCOL_VERSION
 from swayworker.results import probe_error
@@ -284,7 +284,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
 
 
 def _fail(context: grpc.ServicerContext, exc: BaseException) -> None:
-    error: WorkerError = classify(exc)
+    error: WireError = classify(exc)
     if error.reason == pb.ERROR_REASON_INTERNAL:
         log.error("internal error", exc_info=exc)
     error.abort(context)
