@@ -28,6 +28,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Literal, cast, overload
 
 from swayplugin.v1 import backend_pb2 as pb
+from swayworker.capabilities import DEFAULT_MAX_BATCH
 from swayworker.codec import (
     OPS,
     Generate,
@@ -54,26 +55,13 @@ from swayhost.supervisor import Supervisor
 DEFAULT_TOP_K = 256
 _BATCH_BYTES_FRACTION = 4
 """Keep each ScoreBatch message under 1/4 of the message limit, both ways."""
-DEFAULT_MAX_BATCH = 64
-"""Requests per coalesced batch when the worker states no limit."""
-
-
-def view_id(key: ViewKey) -> str:
-    """The view's ``id`` as sway's HF backend names it."""
-    if key.kind == "scaled":
-        return f"scaled_{key.lam:.2f}"
-    if key.kind == "null":
-        if key.rank_scale == 1.0:
-            return f"null_{key.seed}"
-        return f"null_{key.seed}_rank{key.rank_scale:.2f}"
-    return key.kind
 
 
 class RemoteView:
     """One view of a remote backend: sway's ``ScoringModel`` surface, plus batches."""
 
     def __init__(self, backend: RemoteBackend, key: ViewKey) -> None:
-        self.id = view_id(key)
+        self.id = key.sway_id()
         self.key = key
         self._backend = backend
         self._closed = False

@@ -49,6 +49,16 @@ class ViewKey:
             "null", seed=int(seed), init_scale=float(init_scale), rank_scale=float(rank_scale)
         )
 
+    def sway_id(self) -> str:
+        """The view's ``id`` as sway's HF backend names it: ``scaled_0.50``, ``null_3_rank2.00``."""
+        if self.kind == "scaled":
+            return f"scaled_{self.lam:.2f}"
+        if self.kind == "null":
+            if self.rank_scale == 1.0:
+                return f"null_{self.seed}"
+            return f"null_{self.seed}_rank{self.rank_scale:.2f}"
+        return self.kind
+
     def label(self) -> str:
         """Human-readable name, as sway labels views."""
         if self.kind == "scaled":
