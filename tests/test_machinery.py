@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 from swayhost import (
@@ -117,14 +118,7 @@ def test_with_recovery_off_the_first_crash_is_final(launcher: FakeLauncher) -> N
 
 
 def test_the_retry_limit_applies_when_crashes_are_not_alone(launcher: FakeLauncher) -> None:
-    policy = RecoveryPolicy(
-        backoff_initial_s=0.0,
-        backoff_jitter=0.0,
-        health_interval_s=0.0,
-        max_call_retries=1,
-        poison_after=5,
-    )
-    supervisor = _supervisor(launcher, policy)
+    supervisor = _supervisor(launcher, replace(FAST, max_call_retries=1, poison_after=5))
     try:
         launcher.script.crash_always.add("boom")
         with pytest.raises(WorkerCrashedError, match="giving up on this call after 1 retries"):
@@ -134,14 +128,7 @@ def test_the_retry_limit_applies_when_crashes_are_not_alone(launcher: FakeLaunch
 
 
 def test_a_hung_call_misses_its_deadline_and_is_retried(launcher: FakeLauncher) -> None:
-    policy = RecoveryPolicy(
-        backoff_initial_s=0.0,
-        backoff_jitter=0.0,
-        health_interval_s=0.0,
-        deadline_floor_s=0.0,
-        cold_deadline_s=0.3,
-    )
-    supervisor = _supervisor(launcher, policy)
+    supervisor = _supervisor(launcher, replace(FAST, cold_deadline_s=0.3))
     try:
         launcher.script.hang_once.add("stuck")
         started = time.monotonic()
