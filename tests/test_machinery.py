@@ -157,6 +157,13 @@ def test_closing_stops_the_owned_worker(launcher: FakeLauncher) -> None:
         supervisor.score(_request("late"))
 
 
+def test_the_supervisor_counts_rpcs_and_results(supervised: Supervisor) -> None:
+    supervised.score(_request("one"))
+    supervised.score_batch([_request(p) for p in ("a", "b", "c")])
+    stats = supervised.snapshot()
+    assert (stats.score_rpcs, stats.batch_rpcs, stats.computed) == (1, 1, 4)
+
+
 # -- Deadlines -------------------------------------------------------------------
 
 

@@ -191,7 +191,12 @@ class Supervisor:
     # -- calls -------------------------------------------------------------
 
     def score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
-        return self._unary(lambda s: s.Score, request, _units(request), lambda: _describe(request))
+        response = self._unary(
+            lambda s: s.Score, request, _units(request), lambda: _describe(request)
+        )
+        self.stats.add("score_rpc")
+        self.stats.add("computed")
+        return response
 
     def preflight(self) -> pb.PreflightResponse:
         return self._unary(
@@ -232,6 +237,8 @@ class Supervisor:
         while True:
             try:
                 response = self._attempt(lambda s: s.ScoreBatch, message, units, exclusive)
+                self.stats.add("batch_rpc")
+                self.stats.add("computed", len(response.items))
                 return translate.batch_outcomes(list(response.items), self.name)
             except _Crash as crash:
                 crashes += crash.witnessed
@@ -316,12 +323,6 @@ class Supervisor:
                 gen.inflight.pop(token, None)
         self._deadlines.observe(kind, time.monotonic() - started, units)
         self._budget.succeeded()
-        if isinstance(response, pb.ScoreBatchResponse):
-            self.stats.add("batch_rpc")
-            self.stats.add("computed", len(response.items))
-        elif isinstance(response, pb.ScoreResponse):
-            self.stats.add("score_rpc")
-            self.stats.add("computed")
         return response
 
     def _failed(
