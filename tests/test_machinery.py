@@ -25,6 +25,7 @@ from swayhost import (
 from swayhost.coalesce import Coalescer
 from swayhost.deadline import DeadlineEstimator
 from swayhost.gate import Gate
+from swayhost.policy import Step, after_crash
 from swayhost.supervisor import Supervisor
 from swayplugin.v1 import backend_pb2 as pb
 from swayworker.codec import LogprobOf, Request, ViewKey, request_to_proto
@@ -162,6 +163,25 @@ def test_the_supervisor_counts_rpcs_and_results(supervised: Supervisor) -> None:
     supervised.score_batch([_request(p) for p in ("a", "b", "c")])
     stats = supervised.snapshot()
     assert (stats.score_rpcs, stats.batch_rpcs, stats.computed) == (1, 1, 4)
+
+
+@pytest.mark.parametrize(
+    ("crashes", "witnessed", "alone", "single", "step"),
+    [
+        (1, True, False, True, Step.RETRY),  # bad luck: others were in flight
+        (1, True, True, True, Step.RETRY),  # alone once is not yet a pattern
+        (2, True, False, True, Step.ISOLATE),  # twice: next time alone, to tell
+        (2, True, True, True, Step.POISON),  # killed it alone, again
+        (2, True, True, False, Step.SPLIT),  # a batch: find the one request
+        (2, False, True, True, Step.ISOLATE),  # only reached a dead worker: not its fault
+        (4, True, False, True, Step.GIVE_UP),  # more crashes than max_call_retries (3)
+    ],
+)
+def test_the_decision_after_a_crash(
+    crashes: int, witnessed: bool, alone: bool, single: bool, step: Step
+) -> None:
+    policy = RecoveryPolicy(poison_after=2, max_call_retries=3)
+    assert after_crash(policy, crashes, witnessed=witnessed, alone=alone, single=single) is step
 
 
 # -- Deadlines -------------------------------------------------------------------

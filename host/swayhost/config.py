@@ -307,12 +307,7 @@ def _launcher(path: Path, key: str, value: Any) -> str:
 def _ray(path: Path, key: str, value: Any) -> RayOptions:
     """Where Ray places the worker; ``runtime_env`` is Ray's own and passed as written."""
     values = _mapping(path, key, value)
-    _check_keys(
-        path,
-        f"{key}.",
-        values,
-        ("address", "num_cpus", "num_gpus", "resources", "runtime_env", "tls"),
-    )
+    _check_keys(path, f"{key}.", values, (f.name for f in dataclasses.fields(RayOptions)))
     parsed: dict[str, Any] = {}
     for name in ("num_cpus", "num_gpus"):
         if name in values:

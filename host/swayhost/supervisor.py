@@ -26,7 +26,6 @@ single requests, each run alone, so only the culprit fails.
 from __future__ import annotations
 
 import atexit
-import enum
 import itertools
 import logging
 import threading
@@ -48,7 +47,7 @@ from swayhost.deadline import DeadlineEstimator
 from swayhost.endpoint import Launcher
 from swayhost.errors import PoisonInputError, RestartBudgetExhausted, WorkerCrashedError
 from swayhost.gate import Gate
-from swayhost.policy import RestartBudget
+from swayhost.policy import RestartBudget, Step, after_crash
 from swayhost.spec import ModelSpec
 from swayhost.stats import BackendStats, StatsRecorder
 
@@ -91,13 +90,6 @@ class _Crash(Exception):
         self.witnessed = token in gen.victims
         """False when the attempt only reached an already dead worker: not its fault."""
         self.alone = gen.victims == frozenset({token})
-
-
-class _Step(enum.Enum):
-    RETRY = "retry"
-    ISOLATE = "isolate"
-    SPLIT = "split"
-    POISON = "poison"
 
 
 class Supervisor:
@@ -221,9 +213,9 @@ class Supervisor:
             except _Crash as crash:
                 crashes += crash.witnessed
                 step = self._next_step(crashes, crash, what, single=True)
-                if step is _Step.POISON:
+                if step is Step.POISON:
                     raise self._poisoned(crash, crashes, what()) from None
-                exclusive = step is _Step.ISOLATE
+                exclusive = step is Step.ISOLATE
 
     def _batch(
         self, requests: list[pb.ScoreRequest], *, crashes: int, exclusive: bool
@@ -243,9 +235,9 @@ class Supervisor:
             except _Crash as crash:
                 crashes += crash.witnessed
                 step = self._next_step(crashes, crash, what, single=len(requests) == 1)
-                if step is _Step.POISON:
+                if step is Step.POISON:
                     return [self._poisoned(crash, crashes, what())]
-                if step is _Step.SPLIT:
+                if step is Step.SPLIT:
                     log.warning(
                         "worker %s: a batch of %d was in flight at %d crashes in a row; "
                         "running its requests one at a time to find the poison input",
@@ -257,16 +249,19 @@ class Supervisor:
                     for request in requests:
                         out.extend(self._batch([request], crashes=crashes, exclusive=True))
                     return out
-                exclusive = step is _Step.ISOLATE
+                exclusive = step is Step.ISOLATE
 
     def _next_step(
         self, crashes: int, crash: _Crash, what: Callable[[], str], *, single: bool
-    ) -> _Step:
-        """What to do after an attempt's worker died: the poison rule, then the retry limit."""
+    ) -> Step:
+        """What to do after an attempt's worker died (``policy.after_crash``); raises on GIVE_UP."""
         policy = self.policy
-        if crash.witnessed and crash.alone and crashes >= policy.poison_after:
-            return _Step.POISON if single else _Step.SPLIT
-        if crashes > policy.max_call_retries:
+        step = after_crash(
+            policy, crashes, witnessed=crash.witnessed, alone=crash.alone, single=single
+        )
+        if step in (Step.POISON, Step.SPLIT):
+            return step
+        if step is Step.GIVE_UP:
             raise WorkerCrashedError(
                 f"worker {self.name!r} {crash.cause.text} while serving {what()}; giving up on "
                 f"this call after {crashes - 1} retries (RecoveryPolicy.max_call_retries="
@@ -280,7 +275,7 @@ class Supervisor:
             logging.INFO,
             f"worker {self.name}: retrying {what()} after the worker {crash.cause.text}",
         )
-        return _Step.ISOLATE if crashes >= policy.poison_after else _Step.RETRY
+        return step
 
     def _poisoned(self, crash: _Crash, crashes: int, what: str) -> PoisonInputError:
         endpoint = crash.gen.conn.endpoint
