@@ -48,6 +48,15 @@ is asked for, so a machine without an MLX environment can still run hf workers.
 A ``python`` interpreter is run once when its section is read, so a path
 that is no Python (or lacks the worker package) is reported here, with the
 fix, before any worker starts.
+
+The schema is written by hand rather than as pydantic models: every message
+(file, key, problem, fix, did-you-mean) is part of the interface and tested
+word for word, and pydantic's errors would need a translation layer about as
+long as the parsers; the host does not depend on pydantic (it comes only with
+dlm-sway, which a worker environment may lack). The rules themselves live
+with the options types (``WorkerOptions``, ``RecoveryPolicy``, ``RayOptions``
+validate themselves; ``OptionsConflict`` and ``is_batch_window`` are shared),
+so this module only reads the file and says where a value came from.
 """
 
 from __future__ import annotations
