@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         sway = sway_backend(tiny_model())
         stack.callback(sway.close)
         stack.enter_context(torch_threads(args.threads))
-        handshake = d_grpc._conn.process.handshake
+        handshake = d_grpc._conn.endpoint.handshake
         assert handshake is not None
         channel = stack.enter_context(grpc.insecure_channel(handshake.grpc_target))
         health = health_pb2_grpc.HealthStub(channel)

@@ -20,8 +20,8 @@ from importlib import metadata
 from pathlib import Path
 
 import swayhost
-from swayhost.build import worker_process
 from swayhost.connection import WorkerConnection
+from swayhost.local import worker_process
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def ready_without_model(reps: int, threads: int) -> ReadyFigures:
         try:
             connection.start()
             seconds.append(time.perf_counter() - start)
-            rss = int(psutil.Process(connection.process.pid).memory_info().rss)
+            rss = int(psutil.Process(connection.endpoint.pid).memory_info().rss)
         finally:
             connection.close()
     return ReadyFigures(tuple(seconds), rss)

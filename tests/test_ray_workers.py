@@ -164,7 +164,7 @@ def test_a_worker_can_be_reached_over_mutual_tls_with_pinned_certificates(
     with swayhost.spawn(swayhost.ModelSpec(kind="dummy", base="toy", worker=worker)) as backend:
         with spawn_dummy() as local:
             assert same_report(differential_report(backend), differential_report(local))
-        handshake = backend._conn.process.handshake
+        handshake = backend._conn.endpoint.handshake
         assert handshake is not None
         with (
             grpc.insecure_channel(handshake.address) as plaintext,

@@ -29,7 +29,7 @@ import pytest
 import swayhost
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swayhost import certs
-from swayhost.remote import refusal
+from swayhost.attached import refusal
 from swayworker.hf.tiny import TinyModel
 
 from tests.evaluation import differential_report, same_report
@@ -278,7 +278,7 @@ def test_a_default_worker_has_no_network_socket_only_a_private_unix_one() -> Non
     with spawn_dummy() as backend:
         worker = psutil.Process(backend.pid)
         assert worker.net_connections(kind="inet") == []
-        handshake = backend._conn.process.handshake
+        handshake = backend._conn.endpoint.handshake
         assert handshake is not None and handshake.network == "unix"
         socket = Path(handshake.address)
         assert stat.S_IMODE(socket.stat().st_mode) == 0o600

@@ -56,7 +56,7 @@ def test_describe_reports_worker_and_model(dummy: swayhost.RemoteBackend) -> Non
 
 
 def test_socket_is_private(dummy: swayhost.RemoteBackend) -> None:
-    address = Path(dummy._conn.process.handshake.address)
+    address = Path(dummy._conn.endpoint.handshake.address)
     assert stat.S_IMODE(address.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(address.stat().st_mode) == 0o600
     assert stat.S_ISSOCK(address.stat().st_mode)
@@ -179,7 +179,7 @@ def test_view_exclusivity_and_stale_views(dummy: swayhost.RemoteBackend) -> None
 def test_close_stops_worker_and_removes_socket_dir() -> None:
     backend = spawn_dummy()
     pid = backend.pid
-    socket_dir = Path(backend._conn.process.handshake.address).parent
+    socket_dir = Path(backend._conn.endpoint.handshake.address).parent
     assert socket_dir.exists() and process_alive(pid)
     backend.close()
     backend.close()  # idempotent
@@ -270,10 +270,10 @@ def test_without_recovery_a_crash_raises_with_its_cause() -> None:
 
 def test_sigterm_stops_worker_cleanly() -> None:
     backend = spawn_dummy()
-    socket_dir = Path(backend._conn.process.handshake.address).parent
+    socket_dir = Path(backend._conn.endpoint.handshake.address).parent
     os.kill(backend.pid, signal.SIGTERM)
-    assert backend._conn.process.wait(5)
-    assert backend._conn.process.poll() == 0
+    assert backend._conn.endpoint.wait(5)
+    assert backend._conn.endpoint.poll() == 0
     assert not socket_dir.exists()
     backend.close()
 

@@ -7,31 +7,41 @@ the proxy stops the worker. The host itself never imports torch,
 transformers, peft or mlx.
 """
 
+from swayhost.attached import attach
 from swayhost.build import TwoWorkerDifferential, build, build_two_separate, spawn
 from swayhost.detached import reattach
 from swayhost.errors import (
     AttachError,
     BackendNotAvailable,
+    ConfigError,
+    EnvError,
     JournalError,
     PoisonInputError,
     RestartBudgetExhausted,
     SwayHostError,
     UnsupportedCapabilityError,
+    WorkerBadArgument,
+    WorkerBadSpec,
     WorkerCrashedError,
     WorkerError,
+    WorkerInternalError,
+    WorkerNotLoaded,
+    WorkerOutOfMemory,
     WorkerStartError,
 )
 from swayhost.policy import RecoveryPolicy
 from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.ray.options import RayOptions
-from swayhost.remote import TLSConfig, attach, read_token
 from swayhost.spec import ModelSpec, WorkerOptions
 from swayhost.stats import BackendStats
+from swayhost.tls import TLSConfig, read_token
 
 __all__ = [
     "AttachError",
     "BackendNotAvailable",
     "BackendStats",
+    "ConfigError",
+    "EnvError",
     "JournalError",
     "ModelSpec",
     "PoisonInputError",
@@ -44,9 +54,14 @@ __all__ = [
     "TLSConfig",
     "TwoWorkerDifferential",
     "UnsupportedCapabilityError",
+    "WorkerBadArgument",
+    "WorkerBadSpec",
     "WorkerCrashedError",
     "WorkerError",
+    "WorkerInternalError",
+    "WorkerNotLoaded",
     "WorkerOptions",
+    "WorkerOutOfMemory",
     "WorkerStartError",
     "attach",
     "build",

@@ -8,28 +8,24 @@ process behind a ``RemoteBackend`` proxy.
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from swayworker.custom import check_entry_point
 
-from swayhost.endpoint import WorkerEndpoint
-from swayhost.errors import spec_validation_error
-from swayhost.process import WorkerProcess
-from swayhost.proxy import RemoteBackend, make_proxy
+from swayhost.detached import DetachedLauncher
+from swayhost.endpoint import Launcher
+from swayhost.errors import WorkerBadSpec, as_host_error, spec_validation_error
+from swayhost.launch import launch
+from swayhost.local import LocalLauncher
+from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.spec import ModelSpec, WorkerOptions, coerce_spec
-from swayhost.supervisor import Supervisor
-
-log = logging.getLogger("swayhost")
 
 
 def build(
-    base_spec: Any, *, adapter_path: Path | None = None, worker: WorkerOptions | None = None
+    base_spec: object, *, adapter_path: Path | None = None, worker: WorkerOptions | None = None
 ) -> RemoteBackend:
     """Materialise a differential backend from a model spec, in a worker process.
 
@@ -60,7 +56,10 @@ def build(
             "(the base URL of the /v1/completions server)"
         )
     if spec.kind == "custom":
-        check_entry_point(spec.entry_point)
+        try:
+            check_entry_point(spec.entry_point)
+        except Exception as exc:  # sway's class or the worker SDK's: make it a host error too
+            raise as_host_error(exc, WorkerBadSpec) from None
     if spec.kind not in ("hf", "mlx", "api", "custom"):
         raise spec_validation_error(f"unknown backend kind: {spec.kind!r}")
     return spawn(spec)
@@ -72,68 +71,22 @@ def spawn(spec: ModelSpec) -> RemoteBackend:
     The worker runs under a ``Supervisor`` that restarts it and retries
     calls according to ``spec.worker.recovery``. Unlike ``build`` this applies
     no dispatch rules, so it also starts the dummy worker and any worker
-    command (``spec.worker.command``). ``spec.worker`` says where: a child
-    process (the default), a detached one (``detach``) or a Ray actor
-    (``launcher="ray"``).
+    command (``spec.worker.command``). ``spec.worker`` says where
+    (``launcher_for``).
     """
-    return launch(spec, _endpoints(spec))
+    return launch(spec, launcher_for(spec))
 
 
-def launch(spec: ModelSpec, new_endpoint: Callable[[], WorkerEndpoint]) -> RemoteBackend:
-    """Supervise the workers ``new_endpoint`` starts or finds, Load ``spec``, return the proxy."""
-    supervisor = Supervisor(spec, new_endpoint)
-    description = supervisor.start()
-    try:
-        backend = make_proxy(supervisor, spec)
-    except BaseException:
-        supervisor.close()
-        raise
-    log.info(
-        "worker %s ready: kind=%s pid=%d protocols=%s",
-        supervisor.name,
-        description.worker_kind,
-        backend.pid,
-        list(description.capabilities.protocols),
-    )
-    return backend
-
-
-def worker_process(spec: ModelSpec, log_path: Path | None = None) -> WorkerProcess:
-    """The (not yet started) worker process for ``spec``, as ``spawn`` runs it.
-
-    Public so tools that drive a worker below the proxy (the conformance kit)
-    start it exactly the way every backend is started. ``log_path`` starts it
-    detached, logging there.
-    """
-    options = _with_interpreter(spec.worker)
-    return WorkerProcess(
-        options.argv(spec.kind),
-        name=options.name or spec.kind,
-        env=_merged_env(options),
-        cwd=options.cwd,
-        startup_timeout=options.startup_timeout,
-        log_path=log_path,
-    )
-
-
-def _endpoints(spec: ModelSpec) -> Callable[[], WorkerEndpoint]:
-    """What starts (or finds) the worker for ``spec``, each time the supervisor needs one."""
+def launcher_for(spec: ModelSpec) -> Launcher:
+    """Where ``spec.worker`` says its worker runs: a child process, detached, or in Ray."""
     options = spec.worker
     if options.launcher == "ray":
-        from swayhost.ray.endpoint import RayEndpoint  # only a Ray user pays for the import
+        from swayhost.ray.endpoint import RayLauncher  # ray is heavy: only a Ray user imports it
 
-        return functools.partial(RayEndpoint.placed, spec)
+        return RayLauncher(spec)
     if options.detach:
-        from swayhost.detached import DetachedEndpoint  # it builds on launch(), defined here
-
-        return functools.partial(
-            DetachedEndpoint,
-            options.name or spec.kind,
-            startup_timeout=options.startup_timeout,
-            serves=spec.to_proto(),
-            spawn=functools.partial(worker_process, spec),
-        )
-    return functools.partial(worker_process, spec)
+        return DetachedLauncher.for_spec(spec)
+    return LocalLauncher(spec)
 
 
 class TwoWorkerDifferential:
@@ -147,12 +100,12 @@ class TwoWorkerDifferential:
         )
 
     @contextmanager
-    def as_base(self) -> Iterator[Any]:
+    def as_base(self) -> Iterator[RemoteView]:
         with self._base.as_base() as view:
             yield view
 
     @contextmanager
-    def as_finetuned(self) -> Iterator[Any]:
+    def as_finetuned(self) -> Iterator[RemoteView]:
         with self._ft.as_finetuned() as view:
             yield view
 
@@ -175,8 +128,18 @@ class TwoWorkerDifferential:
         self.close()
 
 
+class BaseAndFt(Protocol):
+    """sway's ``models`` section (or anything with a ``base`` and an ``ft`` spec)."""
+
+    @property
+    def base(self) -> object: ...
+
+    @property
+    def ft(self) -> object: ...
+
+
 def build_two_separate(
-    spec_models: Any, *, worker: WorkerOptions | None = None
+    spec_models: BaseAndFt, *, worker: WorkerOptions | None = None
 ) -> TwoWorkerDifferential:
     """Base and ft on two workers, from an object with ``.base`` and ``.ft`` specs."""
     base_spec = coerce_spec(spec_models.base, worker)
@@ -196,24 +159,3 @@ def build_two_separate(
         base.close()
         raise
     return TwoWorkerDifferential(base=base, ft=ft)
-
-
-def _with_interpreter(options: WorkerOptions) -> WorkerOptions:
-    """A provisioned ``environment`` becomes its interpreter, built on first use.
-
-    This runs before any process starts: a broken env raises ``EnvError``
-    (naming the env and the fix) and no worker is ever started on it.
-    """
-    if options.environment is None:
-        return options
-    from swayhost.envs import ensure  # the installers load only when an env is declared
-
-    return replace(options, python=str(ensure(options.environment)))
-
-
-def _merged_env(options: WorkerOptions) -> dict[str, str] | None:
-    if not options.env:
-        return None
-    import os
-
-    return {**os.environ, **options.env}

@@ -1,7 +1,8 @@
 """The ``swayhost`` command line (git/pip style: subcommands, --help, --json, exit codes).
 
-Exit codes: 0 success, 1 a check failed, 2 usage error, 3 a worker could
-not be started or crashed. Subcommands live in ``swayhost.commands``.
+Exit codes (``swayhost.exitcodes``): 0 success, 1 a check failed, 2 usage
+error, 3 a worker could not be started or crashed. Subcommands live in
+``swayhost.commands``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from swayhost.commands import COMMANDS
 from swayhost.errors import SwayHostError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WORKER = 0, 1, 2, 3
+from swayhost.exitcodes import EXIT_USAGE, EXIT_WORKER
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from swayhost.commands import COMMANDS
-
     parser = argparse.ArgumentParser(
         prog="swayhost", description="Run dlm-sway scoring backends as out-of-process workers."
     )

@@ -48,6 +48,15 @@ is asked for, so a machine without an MLX environment can still run hf workers.
 A ``python`` interpreter is run once when its section is read, so a path
 that is no Python (or lacks the worker package) is reported here, with the
 fix, before any worker starts.
+
+The schema is written by hand rather than as pydantic models: every message
+(file, key, problem, fix, did-you-mean) is part of the interface and tested
+word for word, and pydantic's errors would need a translation layer about as
+long as the parsers; the host does not depend on pydantic (it comes only with
+dlm-sway, which a worker environment may lack). The rules themselves live
+with the options types (``WorkerOptions``, ``RecoveryPolicy``, ``RayOptions``
+validate themselves; ``OptionsConflict`` and ``is_batch_window`` are shared),
+so this module only reads the file and says where a value came from.
 """
 
 from __future__ import annotations
@@ -64,12 +73,20 @@ from typing import Any
 
 import yaml
 
+from swayhost.detached import check_name
 from swayhost.envs import pythons
 from swayhost.envs.spec import INSTALLERS, EnvSpec, normalize_requirement
 from swayhost.errors import ConfigError
 from swayhost.policy import RecoveryPolicy
 from swayhost.ray.options import RayOptions
-from swayhost.spec import KINDS, LAUNCHERS, MAX_BATCH_WINDOW_S, WorkerOptions
+from swayhost.spec import (
+    KINDS,
+    LAUNCHERS,
+    MAX_BATCH_WINDOW_S,
+    OptionsConflict,
+    WorkerOptions,
+    is_batch_window,
+)
 
 CONFIG_ENV = "SWAYHOST_CONFIG"
 EXAMPLE = "workers: {hf: {python: /envs/hf/bin/python, env: {HF_HOME: /data/hf}}}"
@@ -144,17 +161,10 @@ def _parse_worker(path: Path, key: str, section: Any) -> WorkerOptions:
             "has launcher: ray with python or environment",
             "a Ray-placed worker runs in Ray's runtime_env: declare it under ray.runtime_env",
         )
-    if parsed.get("detach") and (
-        parsed.get("launcher") == "ray" or getattr(parsed.get("recovery"), "standby", False)
-    ):
-        raise _error(
-            path,
-            key,
-            "has detach: true with launcher: ray or recovery.standby: true",
-            "a detached worker runs locally without a standby: drop detach, or drop the other",
-        )
     try:
         options = WorkerOptions(**parsed)
+    except OptionsConflict as exc:
+        raise _error(path, key, f"has {exc.keys}", exc.fix) from None
     except ValueError as exc:
         raise _error(path, key, str(exc), "see the worker keys in the README") from None
     if options.python is not None:
@@ -306,12 +316,7 @@ def _launcher(path: Path, key: str, value: Any) -> str:
 def _ray(path: Path, key: str, value: Any) -> RayOptions:
     """Where Ray places the worker; ``runtime_env`` is Ray's own and passed as written."""
     values = _mapping(path, key, value)
-    _check_keys(
-        path,
-        f"{key}.",
-        values,
-        ("address", "num_cpus", "num_gpus", "resources", "runtime_env", "tls"),
-    )
+    _check_keys(path, f"{key}.", values, (f.name for f in dataclasses.fields(RayOptions)))
     parsed: dict[str, Any] = {}
     for name in ("num_cpus", "num_gpus"):
         if name in values:
@@ -369,11 +374,7 @@ def _size(path: Path, key: str, value: Any) -> int:
 
 
 def _batch_window(path: Path, key: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0 <= value <= MAX_BATCH_WINDOW_S
-    ):
+    if not is_batch_window(value):
         raise _error(
             path,
             key,
@@ -471,8 +472,6 @@ def _recovery(path: Path, key: str, value: Any) -> RecoveryPolicy:
 
 def _name(path: Path, key: str, value: Any) -> str:
     """A worker name; it names a detached worker's record file, so it must fit one."""
-    from swayhost.detached import check_name  # it imports build, which this module need not
-
     name = _text(path, key, value)
     try:
         return check_name(name)

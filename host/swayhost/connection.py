@@ -1,9 +1,9 @@
 """A live connection to one worker: its process, its channel, its calls.
 
-Every RPC goes through ``call()``, which turns a gRPC failure into the
-exception an in-process backend would have raised, or into
-``WorkerCrashedError`` (with the exit cause and the last stderr lines)
-when the worker itself is gone.
+Its own RPCs (Load) go through ``call()``; ``swayhost.translate`` turns a
+failure into the exception an in-process backend would have raised, or into
+``WorkerCrashedError`` (with the exit cause and the last stderr lines) when
+the worker itself is gone. Scoring calls go through the ``Supervisor``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swayplugin.v1 import backend_pb2 as pb
 from swayplugin.v1 import backend_pb2_grpc as pb_grpc
-from swayworker.errors import ATTRS_KEY, HINT_KEY, REASON_KEY, TYPE_KEY
 from swayworker.protocol import HEALTH_SERVICE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 
-from swayhost.endpoint import WorkerEndpoint
-from swayhost.errors import WorkerCrashedError, WorkerStartError, rebuild_exception
+from swayhost import translate
+from swayhost.endpoint import OwnedEndpoint, WorkerEndpoint
+from swayhost.errors import WorkerCrashedError, WorkerStartError
 from swayhost.frames import FramesClient, framed_stub
 
 log = logging.getLogger("swayhost")
@@ -35,18 +35,16 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
-GONE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
-"""Codes of a call that got no answer because the worker or its socket went away."""
 
 _LIVE: weakref.WeakSet[WorkerConnection] = weakref.WeakSet()
 
 
 class WorkerConnection:
-    """Start a worker, connect to it, and stop it (Shutdown → SIGTERM → SIGKILL)."""
+    """Start a worker, connect to it, and stop it (Shutdown → SIGTERM → SIGKILL) if it owns it."""
 
-    def __init__(self, process: WorkerEndpoint) -> None:
-        self.process = process
-        self.name = process.name
+    def __init__(self, endpoint: WorkerEndpoint) -> None:
+        self.endpoint = endpoint
+        self.name = endpoint.name
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.DifferentialBackendStub | None = None
         self._health: health_pb2_grpc.HealthStub | None = None
@@ -59,11 +57,11 @@ class WorkerConnection:
     def start(self) -> pb.DescribeResponse:
         """Spawn, handshake, connect, health-check, Describe."""
         started = time.monotonic()
-        handshake = self.process.start()
+        handshake = self.endpoint.start()
         _LIVE.add(self)
-        remaining = max(1.0, self.process.startup_timeout - (time.monotonic() - started))
+        remaining = max(1.0, self.endpoint.startup_timeout - (time.monotonic() - started))
         try:
-            self._channel = self.process.open_channel(CHANNEL_OPTIONS)
+            self._channel = self.endpoint.open_channel(CHANNEL_OPTIONS)
             grpc.channel_ready_future(self._channel).result(timeout=remaining)
             self._stub = self._make_stub(self._channel, handshake.frames)
             self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -77,7 +75,7 @@ class WorkerConnection:
             self.close()
             raise WorkerStartError(
                 f"worker {self.name!r} printed a handshake but did not answer on "
-                f"{handshake.address}: {exc}{self.process.stderr_excerpt()}"
+                f"{handshake.address}: {exc}{self.endpoint.stderr_excerpt()}"
             ) from exc
         except WorkerStartError:
             self.close()
@@ -109,15 +107,16 @@ class WorkerConnection:
             if self._closed:
                 return
             self._closed = True
-        if self.process.owned:  # a worker this host attached to keeps running
-            if self._stub is not None and self.process.alive():
+        endpoint = self.endpoint
+        if isinstance(endpoint, OwnedEndpoint):  # a worker this host did not start keeps running
+            if self._stub is not None and endpoint.alive():
                 try:
                     self._stub.Shutdown(pb.ShutdownRequest(), timeout=2.0)
                 except grpc.RpcError as exc:
                     log.debug("worker %s: Shutdown RPC failed: %s", self.name, exc)
-                if not self.process.wait(3.0):
+                if not endpoint.wait(3.0):
                     log.warning("worker %s did not exit after Shutdown; sending SIGTERM", self.name)
-            self.process.terminate(grace=2.0)
+            endpoint.terminate(grace=2.0)
         if self._frames is not None:
             self._frames.close()
         if self._channel is not None:
@@ -155,56 +154,14 @@ class WorkerConnection:
         return self._stub
 
     def call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
-        """Run one RPC, mapping failures to the caller-facing exceptions."""
+        """Run one RPC; a failure is raised as ``swayhost.translate`` names it."""
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise self.translate(exc) from None
-
-    def translate(self, exc: grpc.RpcError) -> Exception:
-        """The exception a caller should see for a failed RPC."""
-        answered = self.reply_error(exc)
-        if answered is not None:
-            return answered
-        code = status_code(exc)
-        if code in GONE_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            self.process.wait(0.5)
-            cause = (
-                f"exited with {self.process.describe_exit()}"
-                if not self.process.alive()
-                else f"did not answer ({code.name})"
+            error = translate.answered(exc, self.name) or translate.lost(
+                exc, self.endpoint, self.name
             )
-            return WorkerCrashedError(
-                f"worker {self.name!r} (pid {self.process.pid}) {cause} during a call."
-                f"{self.process.stderr_excerpt()}"
-            )
-        return WorkerCrashedError(
-            f"worker {self.name!r} failed a call with {code.name}: {exc.details()}"
-        )
-
-    def reply_error(self, exc: grpc.RpcError) -> Exception | None:
-        """The caller's exception when the worker itself answered with an error.
-
-        Such an answer is final (retrying gives the same error); None means
-        the call failed in transport, which says nothing about the request.
-        """
-        raw: Any = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else ()
-        metadata: dict[str, Any] = {str(k): v for k, v in raw or ()}
-        if REASON_KEY not in metadata:
-            return None
-        return rebuild_exception(
-            reason=str(metadata[REASON_KEY]),
-            message=exc.details() or "",
-            exception_type=str(metadata.get(TYPE_KEY, "")),
-            attrs_json=str(metadata.get(ATTRS_KEY, "")),
-            hint=str(metadata.get(HINT_KEY, "")),
-            worker=self.name,
-        )
-
-
-def status_code(exc: grpc.RpcError) -> grpc.StatusCode:
-    code: grpc.StatusCode = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    return code
+            raise error from None
 
 
 def _close_all_at_exit() -> None:

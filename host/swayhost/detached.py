@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -38,8 +39,9 @@ from swayplugin.v1 import backend_pb2 as pb
 from swayplugin.v1 import backend_pb2_grpc as pb_grpc
 from swayworker.protocol import CORE_PROTOCOL_VERSION, PROTOCOL_VERSION, Handshake
 
-from swayhost.build import launch
 from swayhost.errors import WorkerStartError
+from swayhost.launch import launch
+from swayhost.local import worker_process
 from swayhost.paths import state_dir
 from swayhost.process import WorkerProcess, excerpt, log_tail, remove_socket_folder
 from swayhost.proxy import RemoteBackend
@@ -143,10 +145,37 @@ def _locked(name: str) -> Iterator[None]:
         yield
 
 
-class DetachedEndpoint:
-    """A detached worker found by name, started first when ``spawn`` is given and none runs."""
+@dataclass(frozen=True)
+class DetachedLauncher:
+    """Workers that outlive this host, found by name (and started first when a spec is given)."""
 
-    owned = False
+    name: str
+    startup_timeout: float = 120.0
+    spec: ModelSpec | None = None
+    """The spec to start a worker for when none runs; None only finds one."""
+
+    @classmethod
+    def for_spec(cls, spec: ModelSpec) -> DetachedLauncher:
+        options = spec.worker
+        return cls(options.name or spec.kind, options.startup_timeout, spec)
+
+    def endpoint(self) -> DetachedEndpoint:
+        if self.spec is None:
+            return DetachedEndpoint(self.name, startup_timeout=self.startup_timeout)
+        return DetachedEndpoint(
+            self.name,
+            startup_timeout=self.startup_timeout,
+            serves=self.spec.to_proto(),
+            spawn=functools.partial(worker_process, self.spec),
+        )
+
+
+class DetachedEndpoint:
+    """A detached worker found by name, started first when ``spawn`` is given and none runs.
+
+    Not an ``OwnedEndpoint``: closing the connection leaves it running;
+    ending it is ``stop(name)``'s job.
+    """
 
     def __init__(
         self,
@@ -250,9 +279,6 @@ class DetachedEndpoint:
         self.wait(timeout)
         return self._process.poll() if self._process is not None else None
 
-    def terminate(self, grace: float = 2.0) -> None:
-        """Leave it running: ending a detached worker is ``stop(name)``'s job."""
-
     def kill(self) -> None:
         """SIGKILL a worker found hung, if the record still names it."""
         if self.record is not None:
@@ -282,7 +308,7 @@ def reattach(name: str, *, worker: WorkerOptions | None = None) -> RemoteBackend
         raise WorkerStartError(f"no detached worker is recorded under {name!r}")
     options = replace(worker or WorkerOptions(), name=name)
     spec = ModelSpec.from_proto(record.served(), options)
-    return launch(spec, lambda: DetachedEndpoint(name, startup_timeout=options.startup_timeout))
+    return launch(spec, DetachedLauncher(name, options.startup_timeout))
 
 
 def stop(name: str, *, grace: float = 5.0) -> str:

@@ -1,24 +1,43 @@
-"""Host-side exceptions, and rebuilding a worker's exception on this side.
+"""Every exception the host raises, and how a worker's exception keeps its class here.
 
-A worker reports a failure as (reason, exception type, message, attrs). The
-host raises the *same* exception an in-process backend would have raised
-when that class is one it can safely name here (builtins, dlm-sway's
-errors); otherwise a host class that still subclasses the builtin with the
-right meaning (``ValueError`` for a bad argument, ``MemoryError`` for OOM),
-so callers' ``except`` clauses keep working. Nothing else is ever imported
-to rebuild an error: the host must never import a worker's framework.
+All of them derive from ``SwayHostError``, so ``except swayhost.SwayHostError``
+catches whatever the host raises. An error a worker reported is rebuilt (in
+``swayhost.translate``) as the *same* class an in-process backend would have
+raised when the host may name that class (a builtin, or one of dlm-sway's
+errors), combined with the host class of its reason; so ``except ValueError``
+and ``except dlm_sway.core.errors.SpecValidationError`` keep working, and
+the exception is still a ``SwayHostError``. Nothing is ever imported to
+rebuild an error but builtins and dlm-sway: the host never imports a
+worker's framework.
+
+The tree::
+
+    SwayHostError
+    ├── ConfigError (+ ValueError)        the config file is invalid
+    ├── EnvError                          a worker environment cannot be provisioned
+    ├── JournalError                      a journal file is corrupt or foreign
+    ├── WorkerStartError                  a worker could not be started
+    │   └── AttachError                   a worker reached by address refused this host
+    ├── WorkerCrashedError                a worker died or hung during a call
+    │   ├── RestartBudgetExhausted        ... more often than the RecoveryPolicy allows
+    │   └── PoisonInputError              ... every time this one request ran
+    └── WorkerError                       a worker (or the host, for a spec) reported a failure
+        ├── WorkerBadArgument (+ ValueError)
+        ├── WorkerBadSpec (+ ValueError)  also sway's SpecValidationError when installed
+        ├── BackendNotAvailable
+        ├── UnsupportedCapabilityError (+ NotImplementedError)
+        ├── WorkerOutOfMemory (+ MemoryError)
+        ├── WorkerNotLoaded (+ RuntimeError)
+        └── WorkerInternalError (+ RuntimeError)
 """
 
 from __future__ import annotations
 
-import builtins
-import importlib
-import json
 from typing import Any
 
 
 class SwayHostError(Exception):
-    """Root of the host's own exceptions."""
+    """Root of every exception the host raises."""
 
 
 class WorkerStartError(SwayHostError):
@@ -100,34 +119,48 @@ class WorkerError(SwayHostError):
 
 
 class WorkerBadArgument(WorkerError, ValueError):
+    """A request's arguments are invalid (the worker's ``ValueError``)."""
+
     reason = "ERROR_REASON_BAD_ARGUMENT"
 
 
 class WorkerBadSpec(WorkerError, ValueError):
+    """A model spec is invalid (sway's ``SpecValidationError``)."""
+
     reason = "ERROR_REASON_BAD_SPEC"
 
 
 class BackendNotAvailable(WorkerError):
+    """The worker lacks its framework; ``hint`` says what to install."""
+
     reason = "ERROR_REASON_BACKEND_NOT_AVAILABLE"
 
 
 class UnsupportedCapabilityError(WorkerError, NotImplementedError):
+    """The worker does not offer this operation or view."""
+
     reason = "ERROR_REASON_UNSUPPORTED"
 
 
 class WorkerOutOfMemory(WorkerError, MemoryError):
+    """The worker ran out of (GPU) memory serving this request."""
+
     reason = "ERROR_REASON_OUT_OF_MEMORY"
 
 
 class WorkerNotLoaded(WorkerError, RuntimeError):
+    """A call reached a worker that has no model loaded."""
+
     reason = "ERROR_REASON_NOT_LOADED"
 
 
 class WorkerInternalError(WorkerError, RuntimeError):
+    """Any other failure inside the worker."""
+
     reason = "ERROR_REASON_INTERNAL"
 
 
-_FALLBACK_BY_REASON: dict[str, type[WorkerError]] = {
+FALLBACK_BY_REASON: dict[str, type[WorkerError]] = {
     cls.reason: cls
     for cls in (
         WorkerBadArgument,
@@ -139,61 +172,90 @@ _FALLBACK_BY_REASON: dict[str, type[WorkerError]] = {
         WorkerInternalError,
     )
 }
-
-_NAMEABLE_MODULES = ("builtins", "dlm_sway.core.errors")
-"""Modules whose exception classes the host may rebuild by name."""
+"""The host class of each wire reason: what a worker's error is at least."""
 
 
 def spec_validation_error(message: str) -> Exception:
-    """sway's ``SpecValidationError`` when dlm-sway is installed, else ``WorkerBadSpec``."""
+    """A bad spec, as sway reports it: ``WorkerBadSpec``, and sway's ``SpecValidationError``."""
     try:
-        from dlm_sway.core.errors import SpecValidationError
+        from dlm_sway.core.errors import SpecValidationError  # only when there is an error
     except ImportError:
         return WorkerBadSpec(message)
-    error: Exception = SpecValidationError(message)
+    error = host_flavoured(SpecValidationError, WorkerBadSpec)(message)
+    error.source = None  # type: ignore[attr-defined]  # sway's constructor sets it; ours is not run
     return error
 
 
-def rebuild_exception(
-    *, reason: str, message: str, exception_type: str, attrs_json: str, hint: str, worker: str
-) -> Exception:
-    """The exception to raise on the host for a worker's reported failure."""
-    exc = _named_exception(exception_type, message, attrs_json)
-    if exc is None:
-        fallback = _FALLBACK_BY_REASON.get(reason, WorkerInternalError)
-        exc = fallback(message, hint=hint, worker=worker)
-    if hint and hint not in message:
-        exc.add_note(f"hint: {hint}")
-    exc.add_note(f"raised in worker {worker!r}")
-    return exc
+def as_host_error(error: Exception, host_class: type[WorkerError]) -> Exception:
+    """``error`` itself when it is a host error already, else the same error as a host error.
+
+    Its class becomes ``host_flavoured(type(error), host_class)``: same
+    message, arguments and attributes, same name in tracebacks.
+    """
+    if isinstance(error, SwayHostError):
+        return error
+    cls = host_flavoured(type(error), host_class)
+    flavoured = cls(*error.args)  # its constructor is Exception's (see host_flavoured)
+    flavoured.__dict__.update(getattr(error, "__dict__", {}))
+    flavoured.__cause__, flavoured.__traceback__ = error.__cause__, error.__traceback__
+    return flavoured
 
 
-def _named_exception(exception_type: str, message: str, attrs_json: str) -> Exception | None:
-    module_name, _, class_name = exception_type.rpartition(".")
-    if module_name not in _NAMEABLE_MODULES:
-        return None
-    try:
-        module = builtins if module_name == "builtins" else importlib.import_module(module_name)
-    except ImportError:
-        return None
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        return None
-    exc: Exception = cls.__new__(cls)
-    Exception.__init__(exc, message)
-    for key, value in _attrs(attrs_json).items():
+_FLAVOURED: dict[tuple[type[Exception], type[WorkerError]], type[Exception]] = {}
+
+
+def host_flavoured(cls: type[Exception], host_class: type[WorkerError]) -> type[Exception]:
+    """A subclass of both ``cls`` and ``host_class`` that still reads as ``cls``.
+
+    It keeps ``cls``'s name and module (tracebacks and ``repr`` look the
+    same) and pickles as plain ``cls``, since only this process knows the
+    combined class. Its constructor is ``Exception``'s: ``cls``'s own may
+    take other arguments (sway's take keywords), and instances are built
+    from a message only.
+    """
+    key = (cls, host_class)
+    if key not in _FLAVOURED:
+        _FLAVOURED[key] = _combine(cls, host_class)
+    return _FLAVOURED[key]
+
+
+def _combine(cls: type[Exception], host_class: type[WorkerError]) -> type[Exception]:
+    if issubclass(cls, host_class):
+        return cls
+    for bases in ((cls, host_class), (host_class, cls), (cls, WorkerError)):
         try:
-            setattr(exc, key, value)
-        except AttributeError:
+            combined = type(
+                cls.__name__,
+                bases,
+                {
+                    "__module__": cls.__module__,
+                    "__qualname__": cls.__qualname__,
+                    "__init__": _message_only_init,
+                    "__reduce__": _reduce_as(cls),
+                    "hint": "",
+                    "worker": "",
+                },
+            )
+        except TypeError:  # incompatible layouts or method orders: try the next pairing
             continue
-    if not hasattr(exc, "source") and class_name == "SpecValidationError":
-        exc.source = None  # type: ignore[attr-defined]
-    return exc
+        return combined
+    return cls
 
 
-def _attrs(attrs_json: str) -> dict[str, Any]:
-    try:
-        loaded = json.loads(attrs_json) if attrs_json else {}
-    except json.JSONDecodeError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+def _message_only_init(self: Exception, *args: Any, **_: Any) -> None:
+    Exception.__init__(self, *args)
+
+
+def _reduce_as(cls: type[Exception]) -> Any:
+    def reduce(self: Exception) -> tuple[Any, ...]:
+        return (_rebuilt, (cls, self.args, dict(getattr(self, "__dict__", {}))))
+
+    return reduce
+
+
+def _rebuilt(cls: type[Exception], args: tuple[Any, ...], state: dict[str, Any]) -> Exception:
+    """Unpickle a host-flavoured exception as its plain class (only this process has the other)."""
+    error: Exception = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error

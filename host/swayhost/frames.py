@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from swayplugin.v1 import backend_pb2 as pb
 from swayplugin.v1 import backend_pb2_grpc as pb_grpc
-from swayworker.errors import GRPC_CODE_OF_REASON, WorkerError
+from swayworker.errors import GRPC_CODE_OF_REASON, WireError
 from swayworker.frames import FrameError, read_frame, write_frame
 
 
@@ -116,7 +116,7 @@ class FramesClient:
 
 def _answered(error: pb.Error) -> FramesRpcError:
     """The worker's error reply as the gRPC error its Score would have ended with."""
-    wire = WorkerError(
+    wire = WireError(
         reason=int(error.reason),
         message=error.message,
         exception_type=error.exception_type,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from swayworker.xdg import project_dir
+
 CACHE_ENV = "SWAYHOST_CACHE_DIR"
 STATE_ENV = "SWAYHOST_STATE_DIR"
 
@@ -21,8 +23,7 @@ def cache_dir() -> Path:
     explicit = os.environ.get(CACHE_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root).expanduser() / "sway-plugin-host"
+    return project_dir("XDG_CACHE_HOME")
 
 
 def state_dir() -> Path:
@@ -30,5 +31,4 @@ def state_dir() -> Path:
     explicit = os.environ.get(STATE_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    root = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(root).expanduser() / "sway-plugin-host"
+    return project_dir("XDG_STATE_HOME")

@@ -11,6 +11,7 @@ spins nor restarts in lock-step with anything else.
 
 from __future__ import annotations
 
+import enum
 import random
 import threading
 import time
@@ -122,3 +123,35 @@ class RestartBudget:
         p = self._policy
         base = min(p.backoff_max_s, p.backoff_initial_s * p.backoff_multiplier ** (n - 1))
         return base * (1.0 - p.backoff_jitter * self._rng.random())
+
+
+class Step(enum.Enum):
+    """What the supervisor does with a call whose worker died under it."""
+
+    RETRY = "retry"
+    """Send it again, beside other calls."""
+    ISOLATE = "isolate"
+    """Send it again alone, to tell a poison input from bad luck."""
+    SPLIT = "split"
+    """A batch that killed its worker alone: run its requests one by one."""
+    POISON = "poison"
+    """A single request that killed its worker alone, again: fail it alone."""
+    GIVE_UP = "give_up"
+    """Retried as often as the policy allows: fail the call."""
+
+
+def after_crash(
+    policy: RecoveryPolicy, crashes: int, *, witnessed: bool, alone: bool, single: bool
+) -> Step:
+    """The poison rule, then the retry limit: a pure decision the supervisor carries out.
+
+    ``crashes`` counts the deaths this call witnessed in a row (this one
+    included); ``witnessed`` says whether it was in flight when this worker
+    died (not merely sent to a dead one), ``alone`` whether nothing else was,
+    and ``single`` whether it is one request rather than a batch.
+    """
+    if witnessed and alone and crashes >= policy.poison_after:
+        return Step.POISON if single else Step.SPLIT
+    if crashes > policy.max_call_retries:
+        return Step.GIVE_UP
+    return Step.ISOLATE if crashes >= policy.poison_after else Step.RETRY

@@ -24,12 +24,13 @@ import functools
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import Literal, cast, overload
 
 from swayplugin.v1 import backend_pb2 as pb
+from swayworker.capabilities import DEFAULT_MAX_BATCH
 from swayworker.codec import (
-    OP_NAMES,
+    OPS,
     Generate,
     LogprobOf,
     NextTokenDist,
@@ -40,11 +41,12 @@ from swayworker.codec import (
     request_to_proto,
     result_from_proto,
 )
+from swayworker.results import RollingLogprobResult, Score, TokenDistResult
 
 from swayhost.cache import ResultCache
 from swayhost.coalesce import Coalescer
 from swayhost.connection import WorkerConnection
-from swayhost.errors import UnsupportedCapabilityError, rebuild_exception
+from swayhost.errors import UnsupportedCapabilityError
 from swayhost.journal import Entry, Journal, message_key
 from swayhost.spec import ModelSpec
 from swayhost.stats import BackendStats
@@ -53,35 +55,22 @@ from swayhost.supervisor import Supervisor
 DEFAULT_TOP_K = 256
 _BATCH_BYTES_FRACTION = 4
 """Keep each ScoreBatch message under 1/4 of the message limit, both ways."""
-DEFAULT_MAX_BATCH = 64
-"""Requests per coalesced batch when the worker states no limit."""
-
-
-def view_id(key: ViewKey) -> str:
-    """The view's ``id`` as sway's HF backend names it."""
-    if key.kind == "scaled":
-        return f"scaled_{key.lam:.2f}"
-    if key.kind == "null":
-        if key.rank_scale == 1.0:
-            return f"null_{key.seed}"
-        return f"null_{key.seed}_rank{key.rank_scale:.2f}"
-    return key.kind
 
 
 class RemoteView:
     """One view of a remote backend: sway's ``ScoringModel`` surface, plus batches."""
 
     def __init__(self, backend: RemoteBackend, key: ViewKey) -> None:
-        self.id = view_id(key)
+        self.id = key.sway_id()
         self.key = key
         self._backend = backend
         self._closed = False
 
-    def _score(self, op: Op) -> Any:
+    def _score(self, op: Op) -> Score:
         self._check_open()
         return self._backend.score(Request(self.key, op))
 
-    def _score_many(self, ops: list[Op], return_exceptions: bool) -> list[Any]:
+    def _score_many(self, ops: list[Op], return_exceptions: bool) -> list[Score | Exception]:
         self._check_open()
         return self._backend.score_many(
             [Request(self.key, op) for op in ops], return_exceptions=return_exceptions
@@ -94,15 +83,17 @@ class RemoteView:
             )
 
     # -- sway's ScoringBackend + Model -------------------------------------
+    # Each op's result has its op's type (codec decodes what the op asked for),
+    # hence the casts from the general ``Score``.
 
     def logprob_of(self, prompt: str, completion: str) -> float:
-        return float(self._score(LogprobOf(prompt, completion)))
+        return float(cast(float, self._score(LogprobOf(prompt, completion))))
 
-    def rolling_logprob(self, text: str) -> Any:
-        return self._score(RollingLogprobOp(text))
+    def rolling_logprob(self, text: str) -> RollingLogprobResult:
+        return cast(RollingLogprobResult, self._score(RollingLogprobOp(text)))
 
-    def next_token_dist(self, prompt: str, *, top_k: int = DEFAULT_TOP_K) -> Any:
-        return self._score(NextTokenDist(prompt, int(top_k)))
+    def next_token_dist(self, prompt: str, *, top_k: int = DEFAULT_TOP_K) -> TokenDistResult:
+        return cast(TokenDistResult, self._score(NextTokenDist(prompt, int(top_k))))
 
     def generate(
         self,
@@ -123,22 +114,57 @@ class RemoteView:
         return None
 
     # -- batches: one RPC (or a few) for many prompts ------------------------
+    # With ``return_exceptions`` a failed item's slot holds its exception;
+    # without, the first failure is raised after all ran.
 
+    @overload
+    def logprob_of_many(
+        self, pairs: Sequence[tuple[str, str]], *, return_exceptions: Literal[False] = False
+    ) -> list[float]: ...
+    @overload
+    def logprob_of_many(
+        self, pairs: Sequence[tuple[str, str]], *, return_exceptions: bool
+    ) -> list[float | Exception]: ...
     def logprob_of_many(
         self, pairs: Sequence[tuple[str, str]], *, return_exceptions: bool = False
-    ) -> list[Any]:
+    ) -> list[float] | list[float | Exception]:
         """``logprob_of`` for many (prompt, completion) pairs in one round trip."""
-        return self._score_many([LogprobOf(p, c) for p, c in pairs], return_exceptions)
+        ops: list[Op] = [LogprobOf(p, c) for p, c in pairs]
+        return cast(list[float | Exception], self._score_many(ops, return_exceptions))
 
+    @overload
+    def rolling_logprob_many(
+        self, texts: Sequence[str], *, return_exceptions: Literal[False] = False
+    ) -> list[RollingLogprobResult]: ...
+    @overload
+    def rolling_logprob_many(
+        self, texts: Sequence[str], *, return_exceptions: bool
+    ) -> list[RollingLogprobResult | Exception]: ...
     def rolling_logprob_many(
         self, texts: Sequence[str], *, return_exceptions: bool = False
-    ) -> list[Any]:
-        return self._score_many([RollingLogprobOp(t) for t in texts], return_exceptions)
+    ) -> list[RollingLogprobResult] | list[RollingLogprobResult | Exception]:
+        ops: list[Op] = [RollingLogprobOp(t) for t in texts]
+        return cast(
+            list[RollingLogprobResult | Exception], self._score_many(ops, return_exceptions)
+        )
 
+    @overload
+    def next_token_dist_many(
+        self,
+        prompts: Sequence[str],
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        return_exceptions: Literal[False] = False,
+    ) -> list[TokenDistResult]: ...
+    @overload
+    def next_token_dist_many(
+        self, prompts: Sequence[str], *, top_k: int = DEFAULT_TOP_K, return_exceptions: bool
+    ) -> list[TokenDistResult | Exception]: ...
     def next_token_dist_many(
         self, prompts: Sequence[str], *, top_k: int = DEFAULT_TOP_K, return_exceptions: bool = False
-    ) -> list[Any]:
-        return self._score_many([NextTokenDist(p, int(top_k)) for p in prompts], return_exceptions)
+    ) -> list[TokenDistResult] | list[TokenDistResult | Exception]:
+        ops: list[Op] = [NextTokenDist(p, int(top_k)) for p in prompts]
+        return cast(list[TokenDistResult | Exception], self._score_many(ops, return_exceptions))
 
 
 class RemoteBackend:
@@ -169,7 +195,7 @@ class RemoteBackend:
         if options.dynamic_batching:
             self._coalescer = Coalescer(
                 supervisor.score,
-                self._send_batch,
+                self._supervisor.score_batch,
                 max_items=limits.max_batch or DEFAULT_MAX_BATCH,
                 max_cost=self._batch_budget,
                 window_s=options.batch_window_s,
@@ -184,7 +210,7 @@ class RemoteBackend:
     @property
     def pid(self) -> int:
         """The pid of the worker serving now (it changes when the worker is restarted)."""
-        return self._conn.process.pid
+        return self._conn.endpoint.pid
 
     @property
     def transport(self) -> str:
@@ -193,7 +219,7 @@ class RemoteBackend:
 
     @property
     def _conn(self) -> WorkerConnection:
-        """The connection to the worker serving now; tests reach its process through it."""
+        """The connection to the worker serving now; tests reach its endpoint through it."""
         return self._supervisor.connection
 
     def stats(self) -> BackendStats:
@@ -206,10 +232,10 @@ class RemoteBackend:
 
     # -- views -------------------------------------------------------------
 
-    def as_base(self) -> Any:
+    def as_base(self) -> AbstractContextManager[RemoteView]:
         return self._view(ViewKey.base())
 
-    def as_finetuned(self) -> Any:
+    def as_finetuned(self) -> AbstractContextManager[RemoteView]:
         return self._view(ViewKey.ft())
 
     @contextmanager
@@ -229,7 +255,7 @@ class RemoteBackend:
 
     # -- scoring -----------------------------------------------------------
 
-    def score(self, request: Request) -> Any:
+    def score(self, request: Request) -> Score:
         """One request: from the cache or the journal, else one RPC.
 
         The RPC is unary, or, while other threads are scoring on this
@@ -248,12 +274,12 @@ class RemoteBackend:
             size = _estimated_bytes(request, self.description.model.vocab_size)
             response = self._coalescer.submit(message, size)
         if key is not None:
-            self._keep([(key, OP_NAMES[type(request.op)], response)])
+            self._keep([(key, request.op.name, response)])
         return result_from_proto(response)
 
     def score_many(
         self, requests: Sequence[Request], *, return_exceptions: bool = False
-    ) -> list[Any]:
+    ) -> list[Score | Exception]:
         """Many requests in as few ScoreBatch RPCs as the worker's limits allow.
 
         Each request fails alone: with ``return_exceptions`` its slot holds the
@@ -265,7 +291,7 @@ class RemoteBackend:
         messages = [request_to_proto(r) for r in requests]
         keys = [self._key(m) for m in messages]
         found = self._lookup([k for k in keys if k is not None])
-        results: list[Any] = [None] * len(requests)
+        results: list[Score | Exception | None] = [None] * len(requests)
         pending = []
         for i, key in enumerate(keys):
             if key is not None and key in found:
@@ -273,7 +299,7 @@ class RemoteBackend:
             else:
                 pending.append(i)
         for chunk in self._chunks(pending, requests):
-            outcomes = self._send_batch([messages[i] for i in chunk])
+            outcomes = self._supervisor.score_batch([messages[i] for i in chunk])
             entries: list[Entry] = []
             for i, outcome in zip(chunk, outcomes, strict=True):
                 if isinstance(outcome, Exception):
@@ -282,32 +308,13 @@ class RemoteBackend:
                 results[i] = result_from_proto(outcome)
                 key = keys[i]
                 if key is not None:
-                    entries.append((key, OP_NAMES[type(requests[i].op)], outcome))
+                    entries.append((key, requests[i].op.name, outcome))
             self._keep(entries)
         if not return_exceptions:
             for value in results:
                 if isinstance(value, BaseException):
                     raise value
-        return results
-
-    def _send_batch(self, messages: list[pb.ScoreRequest]) -> list[pb.ScoreResponse | Exception]:
-        """One ScoreBatch through the supervisor: a response or an exception per request."""
-        return [self._outcome(item) for item in self._supervisor.score_batch(messages)]
-
-    def _outcome(self, item: pb.ScoreBatchItem | Exception) -> pb.ScoreResponse | Exception:
-        if isinstance(item, Exception):
-            return item
-        if item.HasField("error"):
-            err = item.error
-            return rebuild_exception(
-                reason=pb.ErrorReason.Name(err.reason),
-                message=err.message,
-                exception_type=err.exception_type,
-                attrs_json=err.attrs_json,
-                hint=err.hint,
-                worker=self.name,
-            )
-        return item.result
+        return cast(list[Score | Exception], results)  # every slot is filled by now
 
     def _chunks(self, indices: list[int], requests: list[Request]) -> Iterator[list[int]]:
         """``indices`` cut into batches within the worker's item and message limits."""
@@ -365,7 +372,7 @@ class RemoteBackend:
             self._journal.put_many(entries)
 
     def _require(self, op: Op) -> None:
-        name = OP_NAMES[type(op)]
+        name = op.name
         if not getattr(self.description.capabilities, name):
             raise UnsupportedCapabilityError(
                 f"worker {self.name!r} ({self.description.worker_kind}) does not offer "
@@ -396,17 +403,18 @@ class RemoteBackend:
 
 
 class _Scalable:
-    def as_scaled_adapter(self, lam: float) -> Any:
-        return self._view(ViewKey.scaled(lam))  # type: ignore[attr-defined]
+    def as_scaled_adapter(self, lam: float) -> AbstractContextManager[RemoteView]:
+        return cast(RemoteBackend, self)._view(ViewKey.scaled(lam))  # mixed into RemoteBackend
 
 
 class _NullCalibrated:
     def as_null_adapter(
         self, seed: int, *, init_scale: float = 0.02, rank_scale: float = 1.0
-    ) -> Any:
+    ) -> AbstractContextManager[RemoteView]:
         if rank_scale <= 0.0 or not math.isfinite(rank_scale):
             raise ValueError(f"rank_scale must be positive and finite; got {rank_scale!r}")
-        return self._view(ViewKey.null(seed, init_scale, rank_scale))  # type: ignore[attr-defined]
+        backend = cast(RemoteBackend, self)  # mixed into RemoteBackend
+        return backend._view(ViewKey.null(seed, init_scale, rank_scale))
 
 
 class _Preflight:
@@ -453,5 +461,5 @@ def _estimated_bytes(request: Request, vocab_size: int) -> int:
 
 
 def _offered(caps: pb.Capabilities) -> str:
-    names = [n for n in OP_NAMES.values() if getattr(caps, n)]
+    names = [n for n in OPS if getattr(caps, n)]
     return ", ".join(names) if names else "none"

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from swayplugin.v1 import backend_pb2 as pb
 
@@ -27,6 +27,29 @@ DEFAULT_CACHE_BYTES = 64 << 20
 DEFAULT_BATCH_WINDOW_S = 0.002
 MAX_BATCH_WINDOW_S = 0.1
 """A longer wait would cost a caller more than the batch could save it."""
+
+
+def is_batch_window(value: object) -> bool:
+    """Whether ``value`` is a batch window in seconds: the one place its range is written."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0.0 <= value <= MAX_BATCH_WINDOW_S
+    )
+
+
+class OptionsConflict(ValueError):
+    """Two ``WorkerOptions`` that cannot go together.
+
+    The message speaks of the Python fields; ``keys`` and ``fix`` say the
+    same in the config file's terms, so ``swayhost.config`` reports the rule
+    without restating it.
+    """
+
+    def __init__(self, message: str, *, keys: str, fix: str) -> None:
+        super().__init__(message)
+        self.keys = keys
+        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -79,13 +102,16 @@ class WorkerOptions:
                 f"got {self.launcher!r}"
             )
         if self.detach and (self.launcher != "local" or self.recovery.standby):
-            raise ValueError(
+            raise OptionsConflict(
                 "WorkerOptions.detach is for a local worker without a standby: a Ray worker "
-                "lives as long as its actor, and a detached worker is not this host's to replace"
+                "lives as long as its actor, and a detached worker is not this host's to replace",
+                keys="detach: true with launcher: ray or recovery.standby: true",
+                fix="a detached worker runs locally without a standby: "
+                "drop detach, or drop the other",
             )
         if self.cache_bytes < 0:
             raise ValueError(f"WorkerOptions.cache_bytes must be >= 0, got {self.cache_bytes}")
-        if not 0.0 <= self.batch_window_s <= MAX_BATCH_WINDOW_S:
+        if not is_batch_window(self.batch_window_s):
             raise ValueError(
                 f"WorkerOptions.batch_window_s must be within [0, {MAX_BATCH_WINDOW_S:g}] "
                 f"seconds, got {self.batch_window_s!r}"
@@ -167,7 +193,7 @@ _SWAY_FIELDS = (
 )
 
 
-def coerce_spec(spec: Any, worker: WorkerOptions | None = None) -> ModelSpec:
+def coerce_spec(spec: object, worker: WorkerOptions | None = None) -> ModelSpec:
     """A ``swayhost.ModelSpec`` from ours, sway's pydantic one, or a mapping."""
     if isinstance(spec, ModelSpec):
         return spec if worker is None else replace(spec, worker=worker)

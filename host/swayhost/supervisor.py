@@ -26,7 +26,6 @@ single requests, each run alone, so only the culprit fails.
 from __future__ import annotations
 
 import atexit
-import enum
 import itertools
 import logging
 import threading
@@ -39,15 +38,16 @@ import grpc
 from google.protobuf.message import Message
 from swayplugin.v1 import backend_pb2 as pb
 from swayplugin.v1 import backend_pb2_grpc as pb_grpc
-from swayworker.codec import OP_NAMES, request_from_proto
+from swayworker.codec import request_from_proto
 
+from swayhost import translate
 from swayhost.causes import ExitCause, exit_cause
-from swayhost.connection import GONE_CODES, WorkerConnection, status_code
+from swayhost.connection import WorkerConnection
 from swayhost.deadline import DeadlineEstimator
-from swayhost.endpoint import WorkerEndpoint
+from swayhost.endpoint import Launcher
 from swayhost.errors import PoisonInputError, RestartBudgetExhausted, WorkerCrashedError
 from swayhost.gate import Gate
-from swayhost.policy import RestartBudget
+from swayhost.policy import RestartBudget, Step, after_crash
 from swayhost.spec import ModelSpec
 from swayhost.stats import BackendStats, StatsRecorder
 
@@ -92,22 +92,15 @@ class _Crash(Exception):
         self.alone = gen.victims == frozenset({token})
 
 
-class _Step(enum.Enum):
-    RETRY = "retry"
-    ISOLATE = "isolate"
-    SPLIT = "split"
-    POISON = "poison"
-
-
 class Supervisor:
     """Owns the worker for one backend and runs calls on it through failures."""
 
-    def __init__(self, spec: ModelSpec, new_process: Callable[[], WorkerEndpoint]) -> None:
+    def __init__(self, spec: ModelSpec, launcher: Launcher) -> None:
         self.spec = spec
         self.policy = spec.worker.recovery
         self.name = spec.worker.name or spec.kind
         self.stats = StatsRecorder(self.name)
-        self._new_process = new_process
+        self._launcher = launcher
         self._budget = RestartBudget(self.policy)
         self._deadlines = DeadlineEstimator(self.policy)
         self._gate = Gate()
@@ -179,7 +172,7 @@ class Supervisor:
 
     def snapshot(self) -> BackendStats:
         return self.stats.snapshot(
-            pid=self._generation().conn.process.pid, standby_ready=self._spare is not None
+            pid=self._generation().conn.endpoint.pid, standby_ready=self._spare is not None
         )
 
     def _generation(self) -> _Generation:
@@ -190,15 +183,20 @@ class Supervisor:
     # -- calls -------------------------------------------------------------
 
     def score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
-        return self._unary(lambda s: s.Score, request, _units(request), lambda: _describe(request))
+        response = self._unary(
+            lambda s: s.Score, request, _units(request), lambda: _describe(request)
+        )
+        self.stats.add("score_rpc")
+        self.stats.add("computed")
+        return response
 
     def preflight(self) -> pb.PreflightResponse:
         return self._unary(
             lambda s: s.Preflight, pb.PreflightRequest(), _PREFLIGHT_UNITS, lambda: "preflight"
         )
 
-    def score_batch(self, requests: list[pb.ScoreRequest]) -> list[pb.ScoreBatchItem | Exception]:
-        """One ScoreBatch through failures: an item, or the poison error, per request."""
+    def score_batch(self, requests: list[pb.ScoreRequest]) -> list[translate.Outcome]:
+        """One ScoreBatch through failures: a response, or its own exception, per request."""
         return self._batch(requests, crashes=0, exclusive=False)
 
     def _unary(
@@ -215,13 +213,13 @@ class Supervisor:
             except _Crash as crash:
                 crashes += crash.witnessed
                 step = self._next_step(crashes, crash, what, single=True)
-                if step is _Step.POISON:
+                if step is Step.POISON:
                     raise self._poisoned(crash, crashes, what()) from None
-                exclusive = step is _Step.ISOLATE
+                exclusive = step is Step.ISOLATE
 
     def _batch(
         self, requests: list[pb.ScoreRequest], *, crashes: int, exclusive: bool
-    ) -> list[pb.ScoreBatchItem | Exception]:
+    ) -> list[translate.Outcome]:
         message = pb.ScoreBatchRequest(requests=requests)
         units = sum(_units(r) for r in requests)
 
@@ -231,13 +229,15 @@ class Supervisor:
         while True:
             try:
                 response = self._attempt(lambda s: s.ScoreBatch, message, units, exclusive)
-                return list(response.items)
+                self.stats.add("batch_rpc")
+                self.stats.add("computed", len(response.items))
+                return translate.batch_outcomes(list(response.items), self.name)
             except _Crash as crash:
                 crashes += crash.witnessed
                 step = self._next_step(crashes, crash, what, single=len(requests) == 1)
-                if step is _Step.POISON:
+                if step is Step.POISON:
                     return [self._poisoned(crash, crashes, what())]
-                if step is _Step.SPLIT:
+                if step is Step.SPLIT:
                     log.warning(
                         "worker %s: a batch of %d was in flight at %d crashes in a row; "
                         "running its requests one at a time to find the poison input",
@@ -245,46 +245,49 @@ class Supervisor:
                         len(requests),
                         crashes,
                     )
-                    out: list[pb.ScoreBatchItem | Exception] = []
+                    out: list[translate.Outcome] = []
                     for request in requests:
                         out.extend(self._batch([request], crashes=crashes, exclusive=True))
                     return out
-                exclusive = step is _Step.ISOLATE
+                exclusive = step is Step.ISOLATE
 
     def _next_step(
         self, crashes: int, crash: _Crash, what: Callable[[], str], *, single: bool
-    ) -> _Step:
-        """What to do after an attempt's worker died: the poison rule, then the retry limit."""
+    ) -> Step:
+        """What to do after an attempt's worker died (``policy.after_crash``); raises on GIVE_UP."""
         policy = self.policy
-        if crash.witnessed and crash.alone and crashes >= policy.poison_after:
-            return _Step.POISON if single else _Step.SPLIT
-        if crashes > policy.max_call_retries:
+        step = after_crash(
+            policy, crashes, witnessed=crash.witnessed, alone=crash.alone, single=single
+        )
+        if step in (Step.POISON, Step.SPLIT):
+            return step
+        if step is Step.GIVE_UP:
             raise WorkerCrashedError(
                 f"worker {self.name!r} {crash.cause.text} while serving {what()}; giving up on "
                 f"this call after {crashes - 1} retries (RecoveryPolicy.max_call_retries="
-                f"{policy.max_call_retries}).{crash.gen.conn.process.stderr_excerpt()}",
+                f"{policy.max_call_retries}).{crash.gen.conn.endpoint.stderr_excerpt()}",
                 worker=self.name,
                 cause=crash.cause.kind,
-                stderr_tail=crash.gen.conn.process.stderr_tail(),
+                stderr_tail=crash.gen.conn.endpoint.stderr_tail(),
             ) from None
         self.stats.event(
             "retry",
             logging.INFO,
             f"worker {self.name}: retrying {what()} after the worker {crash.cause.text}",
         )
-        return _Step.ISOLATE if crashes >= policy.poison_after else _Step.RETRY
+        return step
 
     def _poisoned(self, crash: _Crash, crashes: int, what: str) -> PoisonInputError:
-        process = crash.gen.conn.process
+        endpoint = crash.gen.conn.endpoint
         message = (
             f"worker {self.name!r}: {what} killed its worker {crashes} times in a row, the last "
             f"time with no other call in flight (it {crash.cause.text}); failing this request "
             f"alone as a poison input. The worker is restarted for the other requests."
-            f"{process.stderr_excerpt()}"
+            f"{endpoint.stderr_excerpt()}"
         )
         self.stats.event("poison", logging.ERROR, message)
         return PoisonInputError(
-            message, worker=self.name, cause=crash.cause.kind, stderr_tail=process.stderr_tail()
+            message, worker=self.name, cause=crash.cause.kind, stderr_tail=endpoint.stderr_tail()
         )
 
     # -- one attempt ---------------------------------------------------------
@@ -315,27 +318,23 @@ class Supervisor:
                 gen.inflight.pop(token, None)
         self._deadlines.observe(kind, time.monotonic() - started, units)
         self._budget.succeeded()
-        if isinstance(response, pb.ScoreBatchResponse):
-            self.stats.add("batch_rpc")
-            self.stats.add("computed", len(response.items))
-        elif isinstance(response, pb.ScoreResponse):
-            self.stats.add("score_rpc")
-            self.stats.add("computed")
         return response
 
     def _failed(
         self, gen: _Generation, token: int, exc: grpc.RpcError, timeout: float
     ) -> Exception:
         """The exception for a failed attempt: the worker's own error, or ``_Crash``."""
-        answered = gen.conn.reply_error(exc)
-        code = status_code(exc)
-        process = gen.conn.process
-        no_answer = code in GONE_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED
-        if answered is None and not self._closed and (no_answer or not process.alive()):
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED and process.alive():
+        answered = translate.answered(exc, self.name)
+        endpoint = gen.conn.endpoint
+        if (
+            answered is None
+            and not self._closed
+            and (translate.no_answer(exc) or not endpoint.alive())
+        ):
+            if translate.status_code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED and endpoint.alive():
                 self._condemn(gen, ExitCause.hang(timeout))
-            elif not process.wait(1.0):  # a dying worker drops its socket just before it exits
-                self._condemn(gen, ExitCause.disconnected(code.name))
+            elif not endpoint.wait(1.0):  # a dying worker drops its socket just before it exits
+                self._condemn(gen, ExitCause.disconnected(translate.status_code(exc).name))
             self._mark_dead(gen)
             with self._lock:
                 gen.inflight.pop(token, None)
@@ -346,7 +345,7 @@ class Supervisor:
             return answered
         if self._closed:
             return WorkerCrashedError(f"worker {self.name!r} is closed", worker=self.name)
-        return gen.conn.translate(exc)
+        return translate.lost(exc, endpoint, self.name)
 
     # -- detection ---------------------------------------------------------
 
@@ -360,13 +359,13 @@ class Supervisor:
             self.stats.event(
                 "hang",
                 logging.WARNING,
-                f"worker {self.name} (pid {gen.conn.process.pid}) {cause.text} with SIGKILL",
+                f"worker {self.name} (pid {gen.conn.endpoint.pid}) {cause.text} with SIGKILL",
             )
-        gen.conn.process.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
+        gen.conn.endpoint.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
 
     def _mark_dead(self, gen: _Generation) -> None:
         """Record the end of ``gen`` once, with its cause and the attempts it took down."""
-        returncode = gen.conn.process.reap(5.0)
+        returncode = gen.conn.endpoint.reap(5.0)
         with self._lock:
             if gen.dead:
                 return
@@ -377,13 +376,13 @@ class Supervisor:
             elif returncode is None:
                 gen.cause = ExitCause.disconnected("still running")
             else:
-                gen.cause = exit_cause(returncode, gen.conn.process.stderr_tail(40))
+                gen.cause = exit_cause(returncode, gen.conn.endpoint.stderr_tail(40))
             cause, victims = gen.cause, len(gen.victims)
         self.stats.last_exit_cause = cause.text
         self.stats.event(
             "crash",
             logging.WARNING,
-            f"worker {self.name} (pid {gen.conn.process.pid}) {cause.text} "
+            f"worker {self.name} (pid {gen.conn.endpoint.pid}) {cause.text} "
             f"with {victims} call(s) in flight",
         )
 
@@ -400,7 +399,7 @@ class Supervisor:
         gen = self._gen
         if gen is None or gen.dead or self._restart_lock.locked():
             return
-        if not gen.conn.process.alive():
+        if not gen.conn.endpoint.alive():
             self._mark_dead(gen)  # died while idle; the next call restarts it
             return
         if gen.conn.healthy(self.policy.health_timeout_s) or gen.dead:
@@ -410,7 +409,7 @@ class Supervisor:
         failures.clear()
         failures[gen.number] = count
         self.stats.add("health_check_failure")
-        log.info("worker %s (pid %d) failed a health check", self.name, gen.conn.process.pid)
+        log.info("worker %s (pid %d) failed a health check", self.name, gen.conn.endpoint.pid)
         if count >= self.policy.health_failures:
             self._condemn(gen, ExitCause.unhealthy(count))
 
@@ -424,7 +423,7 @@ class Supervisor:
             raise self._failure
         gen = self._generation()
         if not gen.dead:
-            if gen.conn.process.alive():
+            if gen.conn.endpoint.alive():
                 return gen
             self._mark_dead(gen)
         return self._restart(gen)
@@ -468,7 +467,7 @@ class Supervisor:
             log.info(
                 "worker %s back as pid %d after %.2fs",
                 self.name,
-                gen.conn.process.pid,
+                gen.conn.endpoint.pid,
                 self.stats.last_restart_s,
             )
             with self._lock:
@@ -515,13 +514,13 @@ class Supervisor:
             else f"that is {policy.max_restarts} restarts within {policy.restart_window_s:g}s, "
             "the limit of RecoveryPolicy.max_restarts"
         )
-        process = old.conn.process
+        endpoint = old.conn.endpoint
         return RestartBudgetExhausted(
-            f"worker {self.name!r} (pid {process.pid}) {cause.text}, and {limit}; giving up."
-            f"{process.stderr_excerpt()}",
+            f"worker {self.name!r} (pid {endpoint.pid}) {cause.text}, and {limit}; giving up."
+            f"{endpoint.stderr_excerpt()}",
             worker=self.name,
             cause=cause.kind,
-            stderr_tail=process.stderr_tail(),
+            stderr_tail=endpoint.stderr_tail(),
         )
 
     # -- standby -------------------------------------------------------------
@@ -537,7 +536,7 @@ class Supervisor:
                 self._spare_wanted.set()  # try again, without spinning
 
     def _start_connection(self) -> WorkerConnection:
-        conn = WorkerConnection(self._new_process())
+        conn = WorkerConnection(self._launcher.endpoint())
         conn.start()
         return conn
 
@@ -573,7 +572,7 @@ class Supervisor:
                 timeout=self.spec.worker.startup_timeout,
             )
             spare, self._spare = self._spare, None
-        if spare is not None and not spare.process.alive():
+        if spare is not None and not spare.endpoint.alive():
             spare.close()
             return None
         return spare
@@ -596,7 +595,7 @@ def _describe(request: pb.ScoreRequest) -> str:
     op = decoded.op
     text = str(getattr(op, "prompt", getattr(op, "text", "")))
     shown = text if len(text) <= 60 else text[:57] + "..."
-    return f"{OP_NAMES[type(op)]}({shown!r}) on view {decoded.view.label()}"
+    return f"{op.name}({shown!r}) on view {decoded.view.label()}"
 
 
 def _close_all_at_exit() -> None:

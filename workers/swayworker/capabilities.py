@@ -17,7 +17,8 @@ from swayplugin.v1 import backend_pb2 as pb
 from swayworker.protocol import MAX_MESSAGE_BYTES
 
 DEFAULT_MAX_BATCH = 256
-"""Requests per ScoreBatch when the backend states no limit of its own."""
+"""Requests per ScoreBatch when the backend states no limit of its own (the host
+assumes the same of a worker that advertises none)."""
 
 
 def _has(obj: Any, name: str) -> bool:

@@ -8,7 +8,7 @@ are decoded with ``numpy.frombuffer``: no per-element Python loop anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from swayplugin.v1 import backend_pb2 as pb
@@ -49,6 +49,16 @@ class ViewKey:
             "null", seed=int(seed), init_scale=float(init_scale), rank_scale=float(rank_scale)
         )
 
+    def sway_id(self) -> str:
+        """The view's ``id`` as sway's HF backend names it: ``scaled_0.50``, ``null_3_rank2.00``."""
+        if self.kind == "scaled":
+            return f"scaled_{self.lam:.2f}"
+        if self.kind == "null":
+            if self.rank_scale == 1.0:
+                return f"null_{self.seed}"
+            return f"null_{self.seed}_rank{self.rank_scale:.2f}"
+        return self.kind
+
     def label(self) -> str:
         """Human-readable name, as sway labels views."""
         if self.kind == "scaled":
@@ -63,16 +73,46 @@ class LogprobOf:
     prompt: str
     completion: str
 
+    name: ClassVar[str] = "logprob_of"
+    """The op's name: its capability flag and its field in ``ScoreRequest``'s oneof."""
+
+    def write(self, msg: pb.ScoreRequest) -> None:
+        msg.logprob_of.prompt = self.prompt
+        msg.logprob_of.completion = self.completion
+
+    @staticmethod
+    def read(msg: pb.ScoreRequest) -> LogprobOf:
+        return LogprobOf(msg.logprob_of.prompt, msg.logprob_of.completion)
+
 
 @dataclass(frozen=True, slots=True)
 class RollingLogprobOp:
     text: str
+
+    name: ClassVar[str] = "rolling_logprob"
+
+    def write(self, msg: pb.ScoreRequest) -> None:
+        msg.rolling_logprob.text = self.text
+
+    @staticmethod
+    def read(msg: pb.ScoreRequest) -> RollingLogprobOp:
+        return RollingLogprobOp(msg.rolling_logprob.text)
 
 
 @dataclass(frozen=True, slots=True)
 class NextTokenDist:
     prompt: str
     top_k: int
+
+    name: ClassVar[str] = "next_token_dist"
+
+    def write(self, msg: pb.ScoreRequest) -> None:
+        msg.next_token_dist.prompt = self.prompt
+        msg.next_token_dist.top_k = self.top_k
+
+    @staticmethod
+    def read(msg: pb.ScoreRequest) -> NextTokenDist:
+        return NextTokenDist(msg.next_token_dist.prompt, msg.next_token_dist.top_k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +123,30 @@ class Generate:
     top_p: float = 1.0
     seed: int = 0
 
+    name: ClassVar[str] = "generate"
+
+    def write(self, msg: pb.ScoreRequest) -> None:
+        msg.generate.CopyFrom(
+            pb.GenerateOp(
+                prompt=self.prompt,
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed,
+            )
+        )
+
+    @staticmethod
+    def read(msg: pb.ScoreRequest) -> Generate:
+        g = msg.generate
+        return Generate(g.prompt, g.max_new_tokens, g.temperature, g.top_p, g.seed)
+
 
 Op = LogprobOf | RollingLogprobOp | NextTokenDist | Generate
-OP_NAMES: dict[type, str] = {
-    LogprobOf: "logprob_of",
-    RollingLogprobOp: "rolling_logprob",
-    NextTokenDist: "next_token_dist",
-    Generate: "generate",
+OPS: dict[str, type[Op]] = {
+    op.name: op for op in (LogprobOf, RollingLogprobOp, NextTokenDist, Generate)
 }
+"""The operation table: each op by its name, which is also its field in ``ScoreRequest``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,47 +190,19 @@ def view_from_proto(msg: pb.View) -> ViewKey:
 
 def request_to_proto(request: Request) -> pb.ScoreRequest:
     msg = pb.ScoreRequest(view=view_to_proto(request.view))
-    op = request.op
-    if isinstance(op, LogprobOf):
-        msg.logprob_of.prompt = op.prompt
-        msg.logprob_of.completion = op.completion
-    elif isinstance(op, RollingLogprobOp):
-        msg.rolling_logprob.text = op.text
-    elif isinstance(op, NextTokenDist):
-        msg.next_token_dist.prompt = op.prompt
-        msg.next_token_dist.top_k = op.top_k
-    else:
-        msg.generate.CopyFrom(
-            pb.GenerateOp(
-                prompt=op.prompt,
-                max_new_tokens=op.max_new_tokens,
-                temperature=op.temperature,
-                top_p=op.top_p,
-                seed=op.seed,
-            )
-        )
+    request.op.write(msg)
     return msg
 
 
 def request_from_proto(msg: pb.ScoreRequest) -> Request:
     view = view_from_proto(msg.view)
-    which = msg.WhichOneof("op")
-    op: Op
-    if which == "logprob_of":
-        op = LogprobOf(msg.logprob_of.prompt, msg.logprob_of.completion)
-    elif which == "rolling_logprob":
-        op = RollingLogprobOp(msg.rolling_logprob.text)
-    elif which == "next_token_dist":
-        op = NextTokenDist(msg.next_token_dist.prompt, msg.next_token_dist.top_k)
-    elif which == "generate":
-        g = msg.generate
-        op = Generate(g.prompt, g.max_new_tokens, g.temperature, g.top_p, g.seed)
-    else:
+    op = OPS.get(msg.WhichOneof("op") or "")
+    if op is None:
         raise ValueError(
             "the request names no operation: set one of logprob_of, rolling_logprob, "
             "next_token_dist or generate"
         )
-    return Request(view, op)
+    return Request(view, op.read(msg))
 
 
 # -- results ---------------------------------------------------------------
@@ -212,7 +240,7 @@ def result_to_proto(op: Op, value: Any, *, max_top_k: int = 0) -> pb.ScoreRespon
     return pb.ScoreResponse(dist=dist)
 
 
-def result_from_proto(msg: pb.ScoreResponse) -> Any:
+def result_from_proto(msg: pb.ScoreResponse) -> results.Score:
     """Decode a result into a float, str, RollingLogprob or TokenDist."""
     which = msg.WhichOneof("result")
     if which == "logprob":
@@ -221,18 +249,20 @@ def result_from_proto(msg: pb.ScoreResponse) -> Any:
         return msg.text
     if which == "rolling":
         r = msg.rolling
-        return results.RollingLogprob(
+        rolling: results.RollingLogprobResult = results.RollingLogprob(
             token_ids=np.frombuffer(r.token_ids, dtype=_IDS).astype(np.int64),
             logprobs=np.frombuffer(r.logprobs, dtype=_LOGPROBS).astype(np.float32),
             num_tokens=int(r.num_tokens),
             total_logprob=float(r.total_logprob),
         )
+        return rolling
     if which == "dist":
         d = msg.dist
-        return results.TokenDist(
+        dist: results.TokenDistResult = results.TokenDist(
             token_ids=np.frombuffer(d.token_ids, dtype=_IDS).astype(np.int64),
             logprobs=np.frombuffer(d.logprobs, dtype=_LOGPROBS).astype(np.float32),
             vocab_size=int(d.vocab_size),
             tail_logprob=d.tail_logprob if d.HasField("tail_logprob") else None,
         )
+        return dist
     raise ValueError("the worker sent an empty result")

@@ -47,8 +47,8 @@ class BadSpec(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerError:
-    """An exception reduced to what travels on the wire."""
+class WireError:
+    """An exception reduced to what travels on the wire (the host rebuilds it as an exception)."""
 
     reason: int
     message: str
@@ -79,14 +79,14 @@ class WorkerError:
         context.abort(GRPC_CODE_OF_REASON[self.reason], self.message)
 
 
-def classify(exc: BaseException) -> WorkerError:
+def classify(exc: BaseException) -> WireError:
     """Reduce ``exc`` to a wire error with the reason a caller can act on."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     reason = _reason_of(exc, names)
     hint = ""
     if reason == pb.ERROR_REASON_BACKEND_NOT_AVAILABLE:
         hint = str(exc) if "pip install" in str(exc) else _install_hint(exc)
-    return WorkerError(
+    return WireError(
         reason=reason,
         message=str(exc) or type(exc).__name__,
         exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
@@ -95,7 +95,7 @@ def classify(exc: BaseException) -> WorkerError:
     )
 
 
-def report(exc: BaseException) -> WorkerError:
+def report(exc: BaseException) -> WireError:
     """``classify(exc)``, logging the traceback of an internal error (a bug, not bad input)."""
     error = classify(exc)
     if error.reason == pb.ERROR_REASON_INTERNAL:

@@ -10,10 +10,46 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+
+class RollingLogprobResult(Protocol):
+    """What every ``RollingLogprob`` offers, sway's or the fallback: the static type of results."""
+
+    @property
+    def token_ids(self) -> NDArray[np.int64]: ...
+
+    @property
+    def logprobs(self) -> NDArray[np.float32]: ...
+
+    @property
+    def num_tokens(self) -> int: ...
+
+    @property
+    def total_logprob(self) -> float: ...
+
+
+class TokenDistResult(Protocol):
+    """What every ``TokenDist`` offers, sway's or the fallback (three-state ``tail_logprob``)."""
+
+    @property
+    def token_ids(self) -> NDArray[np.int64]: ...
+
+    @property
+    def logprobs(self) -> NDArray[np.float32]: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def tail_logprob(self) -> float | None: ...
+
+
+Score = float | str | RollingLogprobResult | TokenDistResult
+"""Any one operation's result: logprob_of, generate, rolling_logprob, next_token_dist."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from swayhost.cli import EXIT_FAILED, EXIT_OK
+from swayhost.exitcodes import EXIT_FAILED, EXIT_OK
 
 _DAYS_HELP = "how long leaf certificates stay valid (default {default} days)"
 
@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from swayhost import certs
+    from swayhost import certs  # cryptography: an optional extra
 
     try:
         written = certs.init(
@@ -70,7 +70,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_issue(args: argparse.Namespace) -> int:
-    from swayhost import certs
+    from swayhost import certs  # cryptography: an optional extra
 
     try:
         issued = certs.issue(

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from swayhost.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from swayhost.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from swayhost.spec import ModelSpec, WorkerOptions
 
 SPEC_FIELDS = ("kind", "base", "adapter", "dtype", "device", "entry_point", "endpoint")
@@ -66,7 +66,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from swayhost.conformance import report, runner
+    from swayhost.conformance import report, runner  # rich and the checks: only when run
 
     try:
         spec = spec_from_args(args)

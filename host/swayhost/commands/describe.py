@@ -8,7 +8,8 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from swayhost.cli import EXIT_OK
+import swayhost
+from swayhost.exitcodes import EXIT_OK
 
 
 def register(sub: Any) -> None:
@@ -22,8 +23,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import swayhost
-
     worker = swayhost.WorkerOptions(command=tuple(args.argv) if args.argv else None)
     with swayhost.spawn(swayhost.ModelSpec(kind=args.kind, base="", worker=worker)) as backend:
         described = MessageToDict(backend.description, preserving_proto_field_name=True)

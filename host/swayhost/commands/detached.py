@@ -14,7 +14,8 @@ import json
 import time
 from typing import Any
 
-from swayhost.cli import EXIT_OK, EXIT_USAGE
+from swayhost import detached
+from swayhost.exitcodes import EXIT_OK, EXIT_USAGE
 
 
 def register(sub: Any) -> None:
@@ -32,8 +33,6 @@ def register(sub: Any) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from swayhost import detached
-
     rows = [
         {
             "name": record.name,
@@ -62,8 +61,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    from swayhost import detached
-
     names = [r.name for r in detached.records()] if args.all else args.names
     if not names:
         print("error: name the workers to stop, or pass --all")

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from swayhost import config, envs
-from swayhost.cli import EXIT_FAILED, EXIT_OK
+from swayhost.exitcodes import EXIT_FAILED, EXIT_OK
 from swayhost.spec import KINDS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -13,7 +13,8 @@ import json
 import time
 from typing import Any
 
-from swayhost.cli import EXIT_OK
+from swayhost.exitcodes import EXIT_OK
+from swayhost.journal import summarize
 
 
 def register(sub: Any) -> None:
@@ -26,8 +27,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swayhost.journal import summarize
-
     summary = summarize(args.journal)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))

@@ -14,8 +14,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from swayhost.cli import EXIT_USAGE
-from swayhost.spec import KINDS
+from swayhost import config
+from swayhost.exitcodes import EXIT_USAGE
+from swayhost.local import worker_process
+from swayhost.spec import KINDS, ModelSpec
+from swayhost.tls import read_token
 
 
 def register(sub: Any) -> None:
@@ -58,11 +61,6 @@ def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from swayworker.remote import environment
-
-    from swayhost import config
-    from swayhost.build import worker_process
-    from swayhost.remote import read_token
-    from swayhost.spec import ModelSpec
 
     tls: tuple[Path, Path, Path] | None = None
     if args.tls_cert or args.tls_key or args.tls_client_ca:

@@ -21,10 +21,10 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from swayhost import config, envs
-from swayhost.build import worker_process
-from swayhost.cli import EXIT_FAILED, EXIT_OK
 from swayhost.connection import WorkerConnection
 from swayhost.errors import SwayHostError
+from swayhost.exitcodes import EXIT_FAILED, EXIT_OK
+from swayhost.local import worker_process
 from swayhost.spec import KINDS, ModelSpec, WorkerOptions
 
 

@@ -16,9 +16,9 @@ import json
 import sys
 from typing import Any
 
-from swayhost.build import worker_process
 from swayhost.connection import WorkerConnection
 from swayhost.errors import SwayHostError
+from swayhost.local import worker_process
 from swayhost.spec import ModelSpec, WorkerOptions
 
 
@@ -52,9 +52,9 @@ def main(argv: list[str]) -> int:
     except SwayHostError as exc:
         print(json.dumps({"error": str(exc)}), flush=True)
         return 1
-    handshake = connection.process.handshake
+    handshake = connection.endpoint.handshake
     assert handshake is not None
-    started = {"pid": connection.process.pid, "network": handshake.network}
+    started = {"pid": connection.endpoint.pid, "network": handshake.network}
     print(json.dumps({**started, "address": handshake.address}), flush=True)
     sys.stdin.read()  # until the kit goes away; normally it SIGKILLs us first
     connection.close()

@@ -21,8 +21,8 @@ from swayplugin.v1 import backend_pb2 as pb
 from swayworker.codec import Op, Request, ViewKey, request_to_proto
 from swayworker.errors import REASON_KEY
 
-from swayhost.build import worker_process
 from swayhost.connection import CHANNEL_OPTIONS, WorkerConnection
+from swayhost.local import worker_process
 from swayhost.process import WorkerProcess
 from swayhost.spec import ModelSpec
 

@@ -18,7 +18,7 @@ __all__ = ["RayOptions", "RayWorkerPool", "evaluate_adapters"]
 
 def __getattr__(name: str) -> Any:
     if name in ("RayWorkerPool", "evaluate_adapters"):
-        from swayhost.ray import pool
+        from swayhost.ray import pool  # imports ray itself: only when a pool is used
 
         return getattr(pool, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -81,7 +81,7 @@ class WorkerActor:
             return environment(LOOPBACK, token)
         import ray
 
-        from swayhost.ray.tls import make_identity, trust
+        from swayhost.ray.tls import make_identity, trust  # cryptography, only for TLS
 
         node = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
         if self._identity is None:

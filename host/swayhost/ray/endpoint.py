@@ -18,6 +18,7 @@ import contextlib
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -30,8 +31,8 @@ from swayhost.errors import WorkerStartError
 from swayhost.process import excerpt
 from swayhost.ray.actor import WorkerActor
 from swayhost.ray.options import RayOptions
-from swayhost.remote import TLSConfig, token_channel
 from swayhost.spec import ModelSpec
+from swayhost.tls import TLSConfig, token_channel
 
 CONTROL_TIMEOUT_S = 10.0
 """Longest wait for the actor to answer a question about its worker."""
@@ -67,8 +68,29 @@ def place(spec: ModelSpec, *, name: str | None = None) -> ActorHandle[WorkerActo
     return handle
 
 
+@dataclass(frozen=True)
+class RayLauncher:
+    """Each worker in a new Ray actor of its own, placed as ``spec.worker.ray`` asks."""
+
+    spec: ModelSpec
+
+    def endpoint(self) -> OwnedRayEndpoint:
+        spec = self.spec
+        return OwnedRayEndpoint(
+            place(spec),
+            token=secrets.token_urlsafe(32),
+            name=spec.worker.name or spec.kind,
+            startup_timeout=spec.worker.startup_timeout,
+            tls=spec.worker.ray.tls,
+        )
+
+
 class RayEndpoint:
-    """One Ray actor's worker; ``owned`` says whether closing the connection ends the actor."""
+    """The worker of a Ray actor this endpoint does not own (a pool's): it outlives the endpoint.
+
+    Killing it (a hung worker) kills the worker, never the actor, which
+    starts a new worker when asked.
+    """
 
     def __init__(
         self,
@@ -77,12 +99,10 @@ class RayEndpoint:
         token: str,
         name: str,
         startup_timeout: float,
-        owned: bool,
         tls: bool | None,
     ) -> None:
         self.name = name
         self.startup_timeout = startup_timeout
-        self.owned = owned
         self.handshake: Handshake | None = None
         self._actor = actor
         self._token = token
@@ -94,19 +114,6 @@ class RayEndpoint:
         self._lock = threading.Lock()
         self._tls = tls
         self._tls_config: TLSConfig | None = None
-
-    @classmethod
-    def placed(cls, spec: ModelSpec) -> RayEndpoint:
-        """A worker in a new actor of its own, ended when the connection closes."""
-        name = spec.worker.name or spec.kind
-        return cls(
-            place(spec),
-            token=secrets.token_urlsafe(32),
-            name=name,
-            startup_timeout=spec.worker.startup_timeout,
-            owned=True,
-            tls=spec.worker.ray.tls,
-        )
 
     @property
     def pid(self) -> int:
@@ -132,7 +139,7 @@ class RayEndpoint:
             self._release()
             raise WorkerStartError(f"worker {self.name!r} could not start in Ray: {exc}") from None
         if worker_cert is not None:
-            from swayhost.ray.tls import host_tls
+            from swayhost.ray.tls import host_tls  # cryptography, only when TLS is needed
 
             self._tls_config = host_tls(worker_cert)
         self.handshake = Handshake(CORE_PROTOCOL_VERSION, PROTOCOL_VERSION, "tcp", address)
@@ -199,21 +206,13 @@ class RayEndpoint:
 
     # -- stop --------------------------------------------------------------
 
-    def terminate(self, grace: float = 2.0) -> None:
-        """SIGTERM the worker, then end the actor if this endpoint owns it."""
-        with contextlib.suppress(RayError):  # a dead actor took its worker with it
-            self._ask(self._actor.stop_worker.remote(grace), grace + CONTROL_TIMEOUT_S)
-        self._release()
-
     def kill(self) -> None:
         with contextlib.suppress(RayError):
             self._ask(self._actor.kill_worker.remote(), CONTROL_TIMEOUT_S)
         self._release()
 
     def _release(self) -> None:
-        """End the actor if this endpoint owns it (a pool's actor outlives its endpoints)."""
-        if self.owned:
-            ray.kill(self._actor)
+        """Let go of the actor once its worker is gone; a pool's actor stays for the next spec."""
 
     # -- helpers -------------------------------------------------------------
 
@@ -233,6 +232,19 @@ class RayEndpoint:
     @staticmethod
     def _ask(ref: Any, timeout: float) -> Any:
         return ray.get(ref, timeout=timeout)
+
+
+class OwnedRayEndpoint(RayEndpoint):
+    """The worker of an actor placed for it alone: stopping the worker also ends the actor."""
+
+    def terminate(self, grace: float = 2.0) -> None:
+        """SIGTERM the worker (SIGKILL after ``grace`` s), then end the actor."""
+        with contextlib.suppress(RayError):  # a dead actor took its worker with it
+            self._ask(self._actor.stop_worker.remote(grace), grace + CONTROL_TIMEOUT_S)
+        self._release()
+
+    def _release(self) -> None:
+        ray.kill(self._actor)
 
 
 def _this_node() -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class RayOptions:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: Mapping[str, float] = field(default_factory=dict)
-    runtime_env: Mapping[str, Any] | None = None
+    runtime_env: Mapping[str, object] | None = None
     tls: bool | None = None
 
     def __post_init__(self) -> None:
@@ -42,9 +41,9 @@ class RayOptions:
                 f"{self.num_gpus}"
             )
 
-    def actor_options(self) -> dict[str, Any]:
+    def actor_options(self) -> dict[str, object]:
         """Keyword arguments for ``ActorClass.options(...)``."""
-        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        options: dict[str, object] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
         if self.resources:
             options["resources"] = dict(self.resources)
         if self.runtime_env is not None:

@@ -24,7 +24,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayError
 
-from swayhost.build import launch
+from swayhost.launch import launch
 from swayhost.proxy import RemoteBackend
 from swayhost.ray.actor import WorkerActor
 from swayhost.ray.endpoint import CONTROL_TIMEOUT_S, RayEndpoint, place
@@ -38,6 +38,23 @@ class _Slot:
     actor: ActorHandle[WorkerActor]
     token: str
     name: str
+
+
+@dataclass(frozen=True)
+class _PooledLauncher:
+    """The worker of one pool slot; it stays in its actor for the next spec."""
+
+    slot: _Slot
+    options: WorkerOptions
+
+    def endpoint(self) -> RayEndpoint:
+        return RayEndpoint(
+            self.slot.actor,
+            token=self.slot.token,
+            name=self.slot.name,
+            startup_timeout=self.options.startup_timeout,
+            tls=self.options.ray.tls,
+        )
 
 
 class RayWorkerPool:
@@ -64,17 +81,7 @@ class RayWorkerPool:
             raise ValueError(f"this pool runs {self.kind!r} workers; the spec is {spec.kind!r}")
         slot = self._free.get()
         try:
-            backend = launch(
-                spec,
-                lambda: RayEndpoint(
-                    slot.actor,
-                    token=slot.token,
-                    name=slot.name,
-                    startup_timeout=self._options.startup_timeout,
-                    owned=False,  # the worker stays for the next spec
-                    tls=self._options.ray.tls,
-                ),
-            )
+            backend = launch(spec, _PooledLauncher(slot, self._options))
             with backend:
                 yield backend
         finally:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swayhost import certs
-from swayhost.remote import TLSConfig
+from swayhost.tls import TLSConfig
 
 
 @dataclass(frozen=True)

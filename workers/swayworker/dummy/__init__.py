@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from swayplugin.v1 import backend_pb2 as pb
 
 from swayworker.results import RollingLogprob, TokenDist, probe_error
+from swayworker.views import ViewSlot, null_std
 
 VOCAB = [f"w{i}" for i in range(64)]
 MAX_PROMPT_TOKENS = 512
@@ -194,23 +195,15 @@ class DummyBackend:
         opts = options or {}
         self._nan_ft = opts.get("nan_ft") == "1"
         self._faults = _Faults(opts)
-        self._active: str | None = None
+        self._slot = ViewSlot("DifferentialBackend")
 
     def cache_identity(self) -> str:
         return f"dummy:{len(VOCAB)}"
 
     @contextmanager
     def _view(self, label: str, view: _View) -> Iterator[_View]:
-        if self._active is not None:
-            raise RuntimeError(
-                f"DifferentialBackend view already active ({self._active!r}); "
-                f"exit the current view before entering {label!r}."
-            )
-        self._active = label
-        try:
+        with self._slot.claim(label):
             yield view
-        finally:
-            self._active = None
 
     def as_base(self) -> Any:
         return self._view("base", _View("base", 0.0, None, False, self._faults))
@@ -226,9 +219,7 @@ class DummyBackend:
     def as_null_adapter(
         self, seed: int, *, init_scale: float = 0.02, rank_scale: float = 1.0
     ) -> Any:
-        if rank_scale <= 0.0 or not math.isfinite(rank_scale):
-            raise ValueError(f"rank_scale must be positive and finite; got {rank_scale!r}")
-        std = init_scale * math.sqrt(rank_scale)
+        std = null_std(init_scale, rank_scale)
         return self._view(
             f"null({seed})", _View(f"null_{seed}", 0.0, (seed, std), False, self._faults)
         )

@@ -22,7 +22,6 @@ module import, so the worker SDK can import this module cheaply.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,14 +33,16 @@ import numpy as np
 from swayworker import preflight
 from swayworker.results import RollingLogprob, TokenDist, probe_error
 from swayworker.spec import ModelSpecLike, tokenizer_source
-from swayworker.views import ScorerView
+from swayworker.views import AdapterViews, ScorerView, ViewSlot
 
 R = TypeVar("R")
 X = TypeVar("X")
 
 HF_INSTALL_HINT = "pip install 'sway-plugin-host[hf]' (torch, transformers, peft)"
 
-DEFAULT_MAX_BATCH = 64
+HF_MAX_BATCH = 64
+"""The HF backend's own batch limit: a padded forward pass grows with the longest
+prompt, so it stays below the generic ``capabilities.DEFAULT_MAX_BATCH``."""
 
 
 def _require_hf() -> tuple[Any, Any, Any]:
@@ -433,7 +434,7 @@ class HFView(ScorerView[_Scorer]):
 # --- the backend -------------------------------------------------------------
 
 
-class HFDifferentialBackend:
+class HFDifferentialBackend(AdapterViews[HFView]):
     """sway's HF differential backend, with batched views, for the worker.
 
     Views toggle shared weights in place, so only one may be active at a
@@ -448,7 +449,7 @@ class HFDifferentialBackend:
         *,
         base_spec: ModelSpecLike,
         adapter_path: Path | str,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int = HF_MAX_BATCH,
     ) -> None:
         _check_max_batch(max_batch)
         torch, transformers, peft = _require_hf()
@@ -479,7 +480,7 @@ class HFDifferentialBackend:
         self._scorer: _Scorer | None = _Scorer(
             model, tokenizer, self._device, max_batch, self.max_prompt_tokens
         )
-        self._active: str | None = None
+        self._slot = ViewSlot(type(self).__name__)
 
     # -- facts the worker advertises ---------------------------------------
 
@@ -525,64 +526,42 @@ class HFDifferentialBackend:
         """Base id + resolved adapter path, in sway's format, to key on-disk caches."""
         return f"hf:{self._base}:{self._adapter_path}"
 
-    # -- views ----------------------------------------------------------------
+    # -- views: the adapter states (``AdapterViews`` makes the four views) --------
+
+    def _adapter_off(self) -> Any:
+        return self._model.disable_adapter()
 
     @contextmanager
-    def as_base(self) -> Iterator[HFView]:
-        with self._view("base", "base") as view, self._model.disable_adapter():
-            yield view
+    def _adapter_scaled(self, lam: float) -> Iterator[None]:
+        saved: list[tuple[dict[str, float], str, float]] = []
+        try:
+            for scaling in self._lora_scalings():
+                for key, original in scaling.items():
+                    saved.append((scaling, key, float(original)))
+                    scaling[key] = float(original) * lam
+            yield
+        finally:
+            for scaling, key, original in saved:
+                scaling[key] = original
 
     @contextmanager
-    def as_finetuned(self) -> Iterator[HFView]:
-        with self._view("ft", "ft") as view:
-            yield view
-
-    @contextmanager
-    def as_scaled_adapter(self, lam: float) -> Iterator[HFView]:
-        """Multiply every LoRA scaling by ``lam`` (0 = base, 1 = ft), restored on exit."""
-        with self._view(f"scaled({lam})", f"scaled_{lam:.2f}") as view:
-            saved: list[tuple[dict[str, float], str, float]] = []
-            try:
-                for scaling in self._lora_scalings():
-                    for key, original in scaling.items():
-                        saved.append((scaling, key, float(original)))
-                        scaling[key] = float(original) * lam
-                yield view
-            finally:
-                for scaling, key, original in saved:
-                    scaling[key] = original
-
-    @contextmanager
-    def as_null_adapter(
-        self, seed: int, *, init_scale: float = 0.02, rank_scale: float = 1.0
-    ) -> Iterator[HFView]:
-        """Replace every LoRA A/B tensor with seeded Gaussian noise, restored on exit.
-
-        The noise has std ``init_scale * sqrt(rank_scale)``: a LoRA delta is a
-        sum of ``r`` rank-one products, so its variance scales with the rank,
-        and ``rank_scale`` emulates another rank without reshaping anything.
-        Draws come from one CPU generator in ``named_parameters`` order, so a
-        seed gives the same noise on every device.
-        """
-        if rank_scale <= 0.0 or not math.isfinite(rank_scale):
-            raise ValueError(f"rank_scale must be positive and finite; got {rank_scale!r}")
+    def _adapter_noise(self, seed: int, std: float) -> Iterator[None]:
+        """Draws come from one CPU generator in ``named_parameters`` order, so a
+        seed gives the same noise on every device."""
         torch = self._torch
-        std = init_scale * math.sqrt(rank_scale)
-        view_id = f"null_{seed}" if rank_scale == 1.0 else f"null_{seed}_rank{rank_scale:.2f}"
-        with self._view(view_id, view_id) as view:
-            generator = torch.Generator(device="cpu").manual_seed(int(seed))
-            saved: list[tuple[Any, Any]] = []
-            try:
-                with torch.no_grad():
-                    for param in self._lora_parameters():
-                        saved.append((param, param.detach().clone()))
-                        noise = torch.randn(*param.shape, generator=generator, dtype=torch.float32)
-                        param.copy_(noise.to(dtype=param.dtype, device=param.device) * std)
-                yield view
-            finally:
-                with torch.no_grad():
-                    for param, original in saved:
-                        param.copy_(original)
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        saved: list[tuple[Any, Any]] = []
+        try:
+            with torch.no_grad():
+                for param in self._lora_parameters():
+                    saved.append((param, param.detach().clone()))
+                    noise = torch.randn(*param.shape, generator=generator, dtype=torch.float32)
+                    param.copy_(noise.to(dtype=param.dtype, device=param.device) * std)
+            yield
+        finally:
+            with torch.no_grad():
+                for param, original in saved:
+                    param.copy_(original)
 
     def preflight_finite_check(self) -> tuple[bool, str]:
         """One small forward pass per view; non-finite logprobs fail the check (sway's)."""
@@ -596,21 +575,6 @@ class HFDifferentialBackend:
             self._torch.cuda.empty_cache()
 
     # -- internals ----------------------------------------------------------
-
-    @contextmanager
-    def _view(self, mode: str, view_id: str) -> Iterator[HFView]:
-        """Claim the single active-view slot for the block, and build the view."""
-        if self._active is not None:
-            raise RuntimeError(
-                f"{type(self).__name__} view {self._active!r} already active; "
-                f"exit it before entering {mode!r}."
-            )
-        view = self._make_view(view_id)
-        self._active = mode
-        try:
-            yield view
-        finally:
-            self._active = None
 
     def _make_view(self, view_id: str) -> HFView:
         return HFView(id=view_id, _scorer=self._live_scorer())

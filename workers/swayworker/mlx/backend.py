@@ -21,8 +21,6 @@ mlx is imported at module import: load this module only where mlx exists
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from swayworker.mlx import adapter as peft_adapter
 from swayworker.mlx import compat, convert, lora
 from swayworker.results import RollingLogprob, TokenDist, probe_error
 from swayworker.spec import ModelSpecLike, tokenizer_source
-from swayworker.views import ScorerView
+from swayworker.views import AdapterViews, ScorerView, ViewSlot
 
 _DTYPES = {"fp32": mx.float32, "fp16": mx.float16, "bf16": mx.bfloat16}
 
@@ -158,7 +156,7 @@ class MLXView(ScorerView[_Scorer]):
         return self._scorer.next_token_dist(prompt, top_k)
 
 
-class MLXDifferentialBackend:
+class MLXDifferentialBackend(AdapterViews[MLXView]):
     """Base, fine-tuned, scaled and null views of one mlx-lm model + PEFT adapter.
 
     Views switch shared layers in place, so only one may be active at a
@@ -198,7 +196,7 @@ class MLXDifferentialBackend:
             model, tokenizer, set(wrapper.eos_token_ids), self._max_positions
         )
         self._vocab_size = int(model(mx.array([[0]])).shape[-1])
-        self._active: str | None = None
+        self._slot = ViewSlot(type(self).__name__)
 
     # -- facts the worker advertises ---------------------------------------
 
@@ -231,37 +229,17 @@ class MLXDifferentialBackend:
         """Base id + resolved adapter path, in the HF backend's format."""
         return f"mlx:{self._base}:{self._adapter_path}"
 
-    # -- views ----------------------------------------------------------------
+    # -- views: the adapter states (``AdapterViews`` makes the four views) --------
 
-    @contextmanager
-    def as_base(self) -> Iterator[MLXView]:
-        with self._view("base", "base") as view, self._lora.disabled():
-            yield view
+    def _adapter_off(self) -> Any:
+        return self._lora.disabled()
 
-    @contextmanager
-    def as_finetuned(self) -> Iterator[MLXView]:
-        with self._view("ft", "ft") as view:
-            yield view
+    def _adapter_scaled(self, lam: float) -> Any:
+        return self._lora.scaled(lam)
 
-    @contextmanager
-    def as_scaled_adapter(self, lam: float) -> Iterator[MLXView]:
-        """Multiply every LoRA scaling by ``lam`` (0 = base, 1 = ft), restored on exit."""
-        with self._view(f"scaled({lam})", f"scaled_{lam:.2f}") as view, self._lora.scaled(lam):
-            yield view
-
-    @contextmanager
-    def as_null_adapter(
-        self, seed: int, *, init_scale: float = 0.02, rank_scale: float = 1.0
-    ) -> Iterator[MLXView]:
-        """Every LoRA A/B replaced by seeded N(0, (init_scale·√rank_scale)²) noise.
-
-        Same semantics as the HF worker (std, restore on exit, also on
-        exceptions); the generator is MLX's, see ``LoraLayers.noise``.
-        """
-        std = lora.null_std(init_scale, rank_scale)
-        view_id = f"null_{seed}" if rank_scale == 1.0 else f"null_{seed}_rank{rank_scale:.2f}"
-        with self._view(view_id, view_id) as view, self._lora.noise(seed, std):
-            yield view
+    def _adapter_noise(self, seed: int, std: float) -> Any:
+        """The generator is MLX's, see ``LoraLayers.noise``."""
+        return self._lora.noise(seed, std)
 
     def preflight_finite_check(self) -> tuple[bool, str]:
         """One small forward pass per view; non-finite logprobs fail the check (sway's)."""
@@ -273,22 +251,10 @@ class MLXDifferentialBackend:
 
     # -- internals ----------------------------------------------------------
 
-    @contextmanager
-    def _view(self, mode: str, view_id: str) -> Iterator[MLXView]:
-        """Claim the single active-view slot for the block, and build the view."""
-        if self._active is not None:
-            raise RuntimeError(
-                f"{type(self).__name__} view {self._active!r} already active; "
-                f"exit it before entering {mode!r}."
-            )
+    def _make_view(self, view_id: str) -> MLXView:
         if self._scorer is None:
             raise RuntimeError(f"{type(self).__name__} is closed")
-        view = MLXView(id=view_id, _scorer=self._scorer)
-        self._active = mode
-        try:
-            yield view
-        finally:
-            self._active = None
+        return MLXView(id=view_id, _scorer=self._scorer)
 
 
 def _select_device(requested: str) -> str:

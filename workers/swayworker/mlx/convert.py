@@ -24,6 +24,7 @@ from typing import Any
 import mlx.core as mx
 
 from swayworker.mlx.adapter import AdapterPlan, UnsupportedAdapter, content_hash
+from swayworker.xdg import project_dir
 
 log = logging.getLogger("swayworker")
 
@@ -36,8 +37,7 @@ LoraArrays = dict[str, tuple[Any, Any]]
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "sway-plugin-host" / "mlx-adapters"
+    return project_dir("XDG_CACHE_HOME") / "mlx-adapters"
 
 
 def load_converted(plan: AdapterPlan, cache_dir: Path) -> LoraArrays:

@@ -17,7 +17,6 @@ attributes on the wrappers:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -124,13 +123,6 @@ def attach(model: Any, arrays: LoraArrays, scaling: float) -> LoraLayers:
             setattr(parent, name, layer)
         layers.append((path, layer))
     return LoraLayers(layers)
-
-
-def null_std(init_scale: float, rank_scale: float) -> float:
-    """sway's null-adapter noise std; ``rank_scale`` must be positive and finite."""
-    if rank_scale <= 0.0 or not math.isfinite(rank_scale):
-        raise ValueError(f"rank_scale must be positive and finite; got {rank_scale!r}")
-    return init_scale * math.sqrt(rank_scale)
 
 
 def _child(node: Any, part: str, path: str) -> Any:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from swayplugin.v1 import backend_pb2 as pb
 from swayworker.codec import (
-    OP_NAMES,
     Generate,
     LogprobOf,
     NextTokenDist,
@@ -94,7 +93,7 @@ class Context:
 
     def ops(self) -> list[Op]:
         """One ordinary request per advertised operation."""
-        return [op for op in self.all_ops() if getattr(self.caps, OP_NAMES[type(op)])]
+        return [op for op in self.all_ops() if getattr(self.caps, op.name)]
 
     def requests(self) -> list[Labelled]:
         """Every advertised operation on every advertised view."""
@@ -118,7 +117,7 @@ class Context:
 
 def label(view: ViewKey, op: Op) -> str:
     """'ft/next_token_dist' style name of one request, for messages."""
-    return f"{view.label()}/{OP_NAMES[type(op)]}"
+    return f"{view.label()}/{op.name}"
 
 
 def without_view(op: Op) -> pb.ScoreRequest:

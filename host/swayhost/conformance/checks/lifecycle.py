@@ -23,15 +23,15 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 from swayplugin.v1 import backend_pb2 as pb
-from swayworker.codec import OP_NAMES
+from swayworker.codec import OPS
 from swayworker.protocol import MAGIC_COOKIE_KEY, PROTOCOL_VERSION
 
-from swayhost.build import worker_process
 from swayhost.conformance.checks.context import Context
 from swayhost.conformance.orphan_host import payload_for
 from swayhost.conformance.result import CheckFailed, CheckSkipped, Problems
 from swayhost.conformance.session import RpcFailure, WorkerUnderTest
 from swayhost.errors import SwayHostError, WorkerStartError
+from swayhost.local import worker_process
 
 COOKIE_TIMEOUT = 30.0
 """Most seconds a worker without the cookie may take to give up."""
@@ -171,7 +171,7 @@ def describe(ctx: Context) -> str:
     problems.expect(loaded.model.vocab_size >= 0, "model.vocab_size is negative")
     problems.raise_if_any()
     caps = loaded.capabilities
-    ops = [name for name in OP_NAMES.values() if getattr(caps, name)]
+    ops = [name for name in OPS if getattr(caps, name)]
     return (
         f"{loaded.worker_kind} on {loaded.runtime.runtime}; protocols {list(caps.protocols)}; "
         f"operations {ops}"
@@ -211,7 +211,7 @@ def _capability_problems(described: pb.DescribeResponse) -> list[str]:
             f"{'list' if protocol in protocols else 'omit'} {protocol}",
         )
     problems.expect(
-        any(getattr(caps, name) for name in OP_NAMES.values()),
+        any(getattr(caps, name) for name in OPS),
         "no scoring operation is advertised",
     )
     problems.expect(

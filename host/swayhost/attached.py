@@ -16,10 +16,7 @@ bearer token.
 
 from __future__ import annotations
 
-import datetime
-import stat
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -33,79 +30,41 @@ from swayworker.protocol import (
     split_address,
 )
 
-from swayhost.build import launch
-from swayhost.connection import status_code
 from swayhost.errors import AttachError
+from swayhost.launch import launch
 from swayhost.proxy import RemoteBackend
 from swayhost.spec import ModelSpec, WorkerOptions
+from swayhost.tls import TLSConfig, token_channel
+from swayhost.translate import status_code
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
-class TLSConfig:
-    """Mutual TLS for attaching: the CA the worker's certificate chains to, and ours.
+class AttachedLauncher:
+    """A worker service at ``address``: each endpoint reconnects to it, none starts it."""
 
-    ``server_name`` overrides the name checked against the worker's
-    certificate, for an address that is not among the names it was issued for.
-    """
+    address: str
+    name: str
+    tls: TLSConfig | None = None
+    token: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
 
-    ca: Path
-    cert: Path
-    key: Path
-    server_name: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("ca", "cert", "key"):
-            object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
-
-    @classmethod
-    def from_dir(cls, directory: Path | str, client: str = "client") -> TLSConfig:
-        """The files ``swayhost certs init DIR`` wrote for ``client``."""
-        folder = Path(directory).expanduser()
-        return cls(folder / "ca.crt", folder / f"{client}.crt", folder / f"{client}.key")
-
-    def check(self) -> None:
-        """Refuse unusable files here, with their names, rather than as a failed handshake."""
-        for label, path in (("CA", self.ca), ("certificate", self.cert), ("key", self.key)):
-            if not path.is_file():
-                raise AttachError(f"TLS {label} {str(path)!r} is not a readable file")
-        _require_private(self.key, "TLS key")
-        start, end = _validity(self.cert)
-        now = datetime.datetime.now(datetime.UTC)
-        if end is not None and now > end:
-            raise AttachError(
-                f"this host's certificate {str(self.cert)!r} expired on {end:%Y-%m-%d %H:%M} UTC; "
-                "issue a new one (`swayhost certs issue DIR NAME`)"
-            )
-        if start is not None and now < start:
-            raise AttachError(
-                f"this host's certificate {str(self.cert)!r} is not valid before "
-                f"{start:%Y-%m-%d %H:%M} UTC; check this machine's clock"
-            )
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca.read_bytes(),
-            private_key=self.key.read_bytes(),
-            certificate_chain=self.cert.read_bytes(),
+    def endpoint(self) -> AttachedEndpoint:
+        return AttachedEndpoint(
+            self.address,
+            name=self.name,
+            tls=self.tls,
+            token=self.token,
+            connect_timeout=self.connect_timeout,
         )
 
 
-def read_token(path: Path | str) -> str:
-    """The bearer token in ``path``, which must be private to its owner (like an SSH key)."""
-    file = Path(path).expanduser()
-    _require_private(file, "token file")
-    token = file.read_text(encoding="utf-8").strip()
-    if not token:
-        raise AttachError(f"token file {str(file)!r} is empty")
-    return token
-
-
 class AttachedEndpoint:
-    """A worker somewhere else, reached by address; never started, signalled or stopped here."""
+    """A worker somewhere else, reached by address; never started, signalled or stopped here.
 
-    owned = False
+    Not an ``OwnedEndpoint``: closing the connection only disconnects.
+    """
 
     def __init__(
         self,
@@ -166,10 +125,7 @@ class AttachedEndpoint:
         return self._dropped
 
     def reap(self, timeout: float) -> int | None:
-        return None
-
-    def terminate(self, grace: float = 2.0) -> None:
-        self._dropped = True
+        return None  # its exit code is on its own machine
 
     def kill(self) -> None:
         self._dropped = True
@@ -182,29 +138,6 @@ class AttachedEndpoint:
 
     def stderr_excerpt(self, lines: int = 20) -> str:
         return ""
-
-
-def token_channel(
-    address: str, token: str | None, *, tls: TLSConfig | None, options: list[tuple[str, Any]]
-) -> grpc.Channel:
-    """A channel to a TCP worker: mutual TLS (or loopback-only local credentials) + the token.
-
-    gRPC sends call credentials (the token) only over a channel it considers
-    secure; its local credentials count as such, and they also refuse to
-    connect anywhere but this machine.
-    """
-    credentials = (
-        tls.credentials()
-        if tls is not None
-        else grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
-    )
-    if token is not None:
-        credentials = grpc.composite_channel_credentials(
-            credentials, grpc.access_token_call_credentials(token)
-        )
-    if tls is not None and tls.server_name:
-        options = [*options, ("grpc.ssl_target_name_override", tls.server_name)]
-    return grpc.secure_channel(address, credentials, options=options)
 
 
 def attach(
@@ -223,22 +156,17 @@ def attach(
     name, recovery policy and journal; how to start a process does not apply.
     """
     options = worker or WorkerOptions()
-    options = replace(options, name=options.name or f"remote {address}")
-
-    def endpoint() -> AttachedEndpoint:
-        assert options.name is not None
-        return AttachedEndpoint(
-            address, name=options.name, tls=tls, token=token, connect_timeout=connect_timeout
-        )
-
+    name = options.name or f"remote {address}"
+    options = replace(options, name=name)
+    launcher = AttachedLauncher(address, name, tls, token, connect_timeout)
     if spec is None:
-        probe = endpoint()
+        probe = launcher.endpoint()
         probe.start()
         assert probe.description is not None
         spec = _served_spec(probe.description, options, where=address)
     else:
         spec = replace(spec, worker=options)
-    return launch(spec, endpoint)
+    return launch(spec, launcher)
 
 
 def _served_spec(
@@ -298,21 +226,3 @@ _TRANSPORT_FAILURES = (
     ),
 )
 """Markers in gRPC's transport error text, each with what it means for the user."""
-
-
-def _require_private(path: Path, label: str) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise AttachError(
-            f"{label} {str(path)!r} is readable by other users (mode {mode:04o}); "
-            f"run `chmod 600 {path}`"
-        )
-
-
-def _validity(cert: Path) -> tuple[datetime.datetime | None, datetime.datetime | None]:
-    """The certificate's validity window, or (None, None) without ``cryptography``."""
-    try:
-        from swayhost import certs
-    except ImportError:  # the remote extra is not installed: the handshake will tell
-        return None, None
-    return certs.validity(cert)
