@@ -19,7 +19,7 @@ from swayhost.detached import DetachedLauncher
 from swayhost.endpoint import Launcher
 from swayhost.errors import WorkerBadSpec, as_host_error, spec_validation_error
 from swayhost.launch import launch
-from swayhost.local import LocalLauncher
+from swayhost.local import ForkingLauncher, LocalLauncher
 from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.spec import ModelSpec, WorkerOptions, coerce_spec
 
@@ -86,6 +86,9 @@ def launcher_for(spec: ModelSpec) -> Launcher:
         return RayLauncher(spec)
     if options.detach:
         return DetachedLauncher.for_spec(spec)
+    recovery = options.recovery
+    if recovery.fork_template and not recovery.standby and recovery.max_restarts > 0:
+        return ForkingLauncher(spec)
     return LocalLauncher(spec)
 
 

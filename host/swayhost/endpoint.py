@@ -83,3 +83,12 @@ class Launcher(Protocol):
     """Where workers run: a fresh endpoint for each worker the supervisor needs."""
 
     def endpoint(self) -> WorkerEndpoint: ...
+
+
+@runtime_checkable
+class ClosingLauncher(Launcher, Protocol):
+    """A launcher that holds something of its own (a worker template) until closed."""
+
+    def close(self) -> None:
+        """Free it; the supervisor calls this once its workers are stopped."""
+        ...

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from swayhost.errors import WorkerStartError
 from swayhost.process import WorkerProcess
 from swayhost.spec import ModelSpec, WorkerOptions
+from swayhost.template import WorkerTemplate, template_module
+
+log = logging.getLogger("swayhost")
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,45 @@ class LocalLauncher:
 
     def endpoint(self) -> WorkerProcess:
         return worker_process(self.spec)
+
+
+class ForkingLauncher:
+    """Local workers forked from a pre-imported template (``RecoveryPolicy.fork_template``).
+
+    The template starts with the first worker and lives until ``close``; a
+    template that has died is started again. A command that is not a
+    built-in ``python -m swayworker.KIND`` is spawned as ``LocalLauncher``
+    would.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._template: WorkerTemplate | None = None
+        self._unavailable = False
+        """A template failed to start once: spawn directly from then on."""
+
+    def endpoint(self) -> WorkerProcess:
+        process = worker_process(self.spec)
+        module = template_module(process.argv)
+        if module is None or self._unavailable:
+            return process
+        if self._template is None or not self._template.alive():
+            env = process.environment(detached=False)
+            try:
+                self._template = WorkerTemplate(
+                    process.argv[0], module, env, process.name, process.startup_timeout
+                )
+            except WorkerStartError as exc:
+                log.info("%s; spawning workers directly", exc)
+                self._unavailable = True
+                return process
+        process.spawner = self._template.spawn
+        return process
+
+    def close(self) -> None:
+        if self._template is not None:
+            self._template.close()
+            self._template = None
 
 
 def worker_process(spec: ModelSpec, log_path: Path | None = None) -> WorkerProcess:

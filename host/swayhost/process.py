@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, Protocol
 
 import grpc
 from swayworker.protocol import (
@@ -53,6 +53,27 @@ _LEVELS = {
     "ERROR": logging.ERROR,
     "CRITICAL": logging.CRITICAL,
 }
+
+
+class ChildProcess(Protocol):
+    """What a ``WorkerProcess`` uses of its child: ``subprocess.Popen``'s surface."""
+
+    pid: int
+    stdin: IO[bytes] | None
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+Spawner = Callable[..., ChildProcess]
+"""Starts a child with ``subprocess.Popen``'s arguments (argv, pipes, env, cwd, ...)."""
 
 
 class WorkerProcess:
@@ -82,7 +103,9 @@ class WorkerProcess:
         self.log_path = log_path
         self.loopback_only = loopback_only
         """False for a worker told to listen on its node's address (mutual TLS, Ray)."""
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.spawner: Spawner = subprocess.Popen
+        """What starts the process: ``subprocess.Popen``, or a worker template's ``spawn``."""
+        self._proc: ChildProcess | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._threads: list[threading.Thread] = []
         self._handshake_lines: queue.Queue[str | None] = queue.Queue()
@@ -93,10 +116,10 @@ class WorkerProcess:
 
     def start(self) -> Handshake:
         """Spawn the worker and return its validated handshake."""
-        env = self._environment(detached=self.log_path is not None)
+        env = self.environment(detached=self.log_path is not None)
         try:
             with self._stderr_target() as stderr:
-                self._proc = subprocess.Popen(
+                self._proc = self.spawner(
                     self.argv,
                     stdin=subprocess.PIPE if self.log_path is None else subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
@@ -128,7 +151,7 @@ class WorkerProcess:
         Signals then reach the worker itself, and its pid is the one a
         service manager started.
         """
-        env = self._environment(detached=True) | dict(extra_env)
+        env = self.environment(detached=True) | dict(extra_env)
         if self._cwd is not None:
             os.chdir(self._cwd)
         try:
@@ -138,7 +161,7 @@ class WorkerProcess:
                 f"worker {self.name!r}: cannot run {shlex.join(self.argv)}: {exc}"
             ) from exc
 
-    def _environment(self, *, detached: bool) -> dict[str, str]:
+    def environment(self, *, detached: bool) -> dict[str, str]:
         """The worker's variables: the cookie, and either the host's pid or the detached flag.
 
         An owned worker is also offered the local framed path (unless the

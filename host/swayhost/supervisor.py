@@ -44,7 +44,7 @@ from swayhost import translate
 from swayhost.causes import ExitCause, exit_cause
 from swayhost.connection import WorkerConnection
 from swayhost.deadline import DeadlineEstimator
-from swayhost.endpoint import Launcher
+from swayhost.endpoint import ClosingLauncher, Launcher
 from swayhost.errors import PoisonInputError, RestartBudgetExhausted, WorkerCrashedError
 from swayhost.gate import Gate
 from swayhost.policy import RestartBudget, Step, after_crash
@@ -157,6 +157,8 @@ class Supervisor:
         for conn in (gen.conn if gen else None, spare):
             if conn is not None:
                 conn.close()
+        if isinstance(self._launcher, ClosingLauncher):
+            self._launcher.close()
         _LIVE.discard(self)
         if gen is not None:
             log.info("%s", self.snapshot().summary())

@@ -1,0 +1,173 @@
+"""Workers forked from a pre-imported template (``RecoveryPolicy.fork_template``, on by default).
+
+A restarted worker skips the interpreter start and the framework imports:
+the template did those once and forks each worker. These tests pin down
+that the template is really used (the worker's parent), that a crashed
+worker is replaced by a fresh fork with the same answers, that nothing is
+left behind however the host ends, and that the template stays out of the
+way where it does not apply (standby, off, foreign commands).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import swayhost
+import yaml
+from swayhost import ModelSpec, RecoveryPolicy, WorkerOptions
+from swayhost.config import worker_options
+from swayworker.hf.tiny import TinyModel
+
+from tests.helpers import FAKE_WORKERS, fake_worker, same_result, wait_until
+
+FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
+
+
+def _dummy(**policy: object) -> swayhost.RemoteBackend:
+    options = WorkerOptions(cache_bytes=0, recovery=RecoveryPolicy(**{**FAST, **policy}))  # type: ignore[arg-type]
+    return swayhost.spawn(ModelSpec(kind="dummy", base="toy", worker=options))
+
+
+def _parent(pid: int) -> psutil.Process:
+    return psutil.Process(psutil.Process(pid).ppid())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_workers_are_forked_from_one_template_across_restarts() -> None:
+    with _dummy() as backend, backend.as_finetuned() as view:
+        template = _parent(backend.pid)
+        assert template.cmdline()[-2:] == ["swayworker.template", "swayworker.dummy"]
+        assert template.ppid() == os.getpid()
+        want = [view.logprob_of("The sky is", f" blue {i}") for i in range(3)]
+        for round_ in range(3):
+            first = backend.pid
+            os.kill(first, signal.SIGKILL)
+            got = [view.logprob_of("The sky is", f" blue {i}") for i in range(3)]
+            assert got == want
+            assert backend.pid != first
+            assert _parent(backend.pid).pid == template.pid  # the same template forked it
+            assert backend.stats().restarts == round_ + 1
+        assert backend.transport == "frames"
+    wait_until(lambda: not _alive(template.pid), timeout=5)
+
+
+def test_a_forked_worker_reports_its_exit_like_a_spawned_one() -> None:
+    with _dummy(max_restarts=0) as backend:
+        backend._conn.endpoint.kill()
+        assert backend._conn.endpoint.poll() == -signal.SIGKILL
+        assert "signal SIGKILL" in backend._conn.endpoint.describe_exit()
+
+
+def test_closing_stops_worker_and_template_and_leaves_no_folder(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    script = (
+        "import psutil, swayhost\n"
+        "b = swayhost.spawn(swayhost.ModelSpec(kind='dummy', base='toy'))\n"
+        "print(b.pid, psutil.Process(b.pid).ppid(), flush=True)\n"
+        "b.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    worker, template = (int(x) for x in done.stdout.split())
+    wait_until(lambda: not _alive(worker) and not _alive(template), timeout=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sigkilled_host_takes_template_and_worker_with_it(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    host = subprocess.Popen(
+        [sys.executable, str(FAKE_WORKERS / "host_with_template.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert host.stdout is not None
+        worker, template = (int(x) for x in host.stdout.readline().split())
+        assert _alive(worker) and _alive(template)
+        host.kill()
+        host.wait(5)
+        killed = time.monotonic()
+        wait_until(lambda: not _alive(worker) and not _alive(template), timeout=5)
+        assert time.monotonic() - killed < 2.0, "worker or template outlived the host by 2 s"
+        try:
+            wait_until(lambda: list(tmp_path.iterdir()) == [], timeout=5)
+        except AssertionError:
+            raise AssertionError(
+                f"left behind: {sorted(p.name for p in tmp_path.iterdir())}"
+            ) from None
+    finally:
+        host.kill()
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [{"fork_template": False}, {"standby": True}, {"max_restarts": 0}],
+    ids=["off", "standby", "no-recovery"],
+)
+def test_no_template_where_it_does_not_apply(policy: dict[str, object]) -> None:
+    with _dummy(**policy) as backend:
+        assert psutil.Process(backend.pid).ppid() == os.getpid()
+        assert "swayworker.template" not in psutil.Process(backend.pid).cmdline()
+
+
+def test_a_command_that_is_not_a_built_in_worker_is_spawned() -> None:
+    spec = ModelSpec(kind="dummy", base="toy", worker=fake_worker("broken.py"))
+    with pytest.raises(swayhost.SwayHostError):
+        swayhost.spawn(spec)  # spawned directly: its own start-up error, not a template's
+
+
+def test_the_config_file_turns_the_template_off(tmp_path: Path) -> None:
+    path = tmp_path / "swayhost.yaml"
+    path.write_text(yaml.safe_dump({"workers": {"hf": {"recovery": {"fork_template": False}}}}))
+    assert worker_options("hf", path).recovery.fork_template is False
+    assert RecoveryPolicy().fork_template is True
+
+
+@pytest.mark.slow
+def test_an_hf_worker_forked_from_the_template_equals_a_spawned_one(
+    tiny_model: TinyModel,
+) -> None:
+    def spec(fork: bool) -> ModelSpec:
+        return ModelSpec(
+            kind="hf",
+            base=str(tiny_model.base_dir),
+            adapter=Path(tiny_model.adapter_dir),
+            dtype="fp32",
+            device="cpu",
+            worker=WorkerOptions(
+                cache_bytes=0, recovery=RecoveryPolicy(fork_template=fork, **FAST)
+            ),
+        )
+
+    texts = ["The river ran", "In the town the baker sold warm bread"]
+    with swayhost.build(spec(True)) as forked, swayhost.build(spec(False)) as spawned:
+        assert "swayworker.template" in _parent(forked.pid).cmdline()
+        with forked.as_finetuned() as a, spawned.as_finetuned() as b:
+            want = [b.rolling_logprob(t) for t in texts]
+            assert all(
+                same_result(a.rolling_logprob(t), w) for t, w in zip(texts, want, strict=True)
+            )
+            os.kill(forked.pid, signal.SIGKILL)  # the restarted fork loads the model again
+            assert all(
+                same_result(a.rolling_logprob(t), w) for t, w in zip(texts, want, strict=True)
+            )
+            assert a.generate("The river", max_new_tokens=4) == b.generate(
+                "The river", max_new_tokens=4
+            )
+        assert forked.stats().restarts == 1
