@@ -268,9 +268,12 @@ def _end_to_end(report: Report) -> Section:
         " probes) on a fixed suite: null_adapter ×3, delta_kl on 8 prompts, ablation over 6 λ,"
         " calibration_drift on 16 items, 3 preference triples (`bench/endtoend.py`)."
         f" Recovery on {report.models[0].model.label if report.models else '—'}: SIGKILL of"
-        f" the worker → next good call {r.cold_median_s:.2f} s cold"
-        f" ({', '.join(f'{s:.2f}' for s in r.cold_s)}), {r.standby_median_s:.2f} s with a"
-        f" warm standby ({', '.join(f'{s:.2f}' for s in r.standby_s)}).",
+        f" the worker → next good call {r.cold_median_s:.2f} s from the worker template"
+        f" ({', '.join(f'{s:.2f}' for s in r.cold_s)}), {r.spawn_median_s:.2f} s without it"
+        f" ({', '.join(f'{s:.2f}' for s in r.spawn_s)}), {r.standby_median_s:.2f} s with a"
+        f" warm standby ({', '.join(f'{s:.2f}' for s in r.standby_s)}). The template holds"
+        f" {r.template_rss / 2**20:.0f} MiB resident, {r.template_uss / 2**20:.0f} MiB of it"
+        " its own (the rest shared with the workers it forked).",
     )
 
 

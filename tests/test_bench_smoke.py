@@ -62,11 +62,13 @@ def test_quick_bench_reports_every_sweep_and_writes_markdown_and_png(
     assert result.cache.hit_ms < result.cache.round_trip_ms
     # The end-to-end `sway run` pair and the restart figures were really measured.
     assert len(result.sway_run.host_s) == len(result.sway_run.in_process_s) == 1
-    assert len(report.restart.cold_s) == len(report.restart.standby_s) == 2
+    restart = report.restart
+    assert len(restart.cold_s) == len(restart.spawn_s) == len(restart.standby_s) == 2
+    assert 0 < restart.template_uss <= restart.template_rss
     goals = {goal.goal for goal in goal_rows(report)}
     assert "`sway run` of a fixed suite, whole command: host / in process" in goals
     assert {
-        "SIGKILL → next good call, no standby",
+        "SIGKILL → next good call, no standby (worker template, the default)",
         "SIGKILL → next good call, warm standby",
     } <= goals
 
