@@ -1,0 +1,134 @@
+"""The model matrix: every architecture and adapter variant, HF worker and MLX worker.
+
+For each cell of ``tests.model_matrix.CELLS`` (and half-precision dtypes on
+a few), sway's own in-process HF backend scores a fixed set of inputs on
+every view; then
+
+* the HF worker (a real worker process behind the host) must give the same
+  results: ids, texts and tail states equal, logprobs within 1e-6 in fp32
+  and within the dtype's own noise in bf16/fp16;
+* the MLX worker (its own env, fp32) must give the same results within 1e-4
+  on the base, fine-tuned and scaled views (its null views draw from MLX's
+  generator, so only their restore is checked), or refuse the cell at Load
+  with a message that names what it cannot do and points to the HF worker.
+
+Each outcome is recorded; with ``SWAYHOST_MODELS_DOC=docs/models.md`` set,
+the run writes that table (``tests/models_doc.py``), so the documented
+matrix is what a test run found.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+import swayhost
+from swayhost import ModelSpec, WorkerOptions
+
+from tests import models_doc
+from tests.matrix_scoring import Scorecard, compare, score
+from tests.model_matrix import CELLS, Built, Cell, build_cell
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+sway_hf = pytest.importorskip("dlm_sway.backends.hf")
+from dlm_sway.core.model import ModelSpec as SwaySpec  # noqa: E402
+
+TOLERANCE = {"fp32": 1e-6, "bf16": 0.0, "fp16": 0.0}
+"""HF worker vs sway. Unary calls run sway's exact forward pass and math, so
+half precision too must agree to the bit (0.0); fp32 is held to 1e-6."""
+MLX_TOLERANCE = 1e-4
+
+HALF_CELLS = (Cell("llama", "lora"), Cell("qwen2", "lora"), Cell("gemma2", "lora"))
+HF_CASES = [(cell, "fp32") for cell in CELLS] + [
+    (cell, dtype) for cell in HALF_CELLS for dtype in ("bf16", "fp16")
+]
+
+MLX_REFUSES: dict[str, str] = {}
+"""Cell id -> a word the MLX worker's refusal must contain; every other cell must be equal."""
+
+
+@pytest.fixture(scope="session")
+def matrix_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("matrix")
+
+
+@pytest.fixture(scope="session")
+def record() -> Iterator[models_doc.Record]:
+    rec = models_doc.Record()
+    yield rec
+    target = os.environ.get("SWAYHOST_MODELS_DOC")
+    if target:
+        Path(target).write_text(models_doc.render(rec))
+
+
+@cache
+def _reference(root: Path, cell: Cell, dtype: str) -> tuple[Built, Scorecard]:
+    """sway's scorecard for a cell, computed once per run (both workers compare to it)."""
+    built = build_cell(root, cell)
+    spec = SwaySpec(
+        kind="hf", base=str(built.base_dir), adapter=built.adapter_dir, dtype=dtype, device="cpu"
+    )
+    backend = sway_hf.HuggingFaceDifferentialBackend(base_spec=spec, adapter_path=built.adapter_dir)
+    try:
+        return built, score(backend)
+    finally:
+        backend.close()
+
+
+def _spec(kind: str, built: Built, dtype: str, worker: WorkerOptions) -> ModelSpec:
+    return ModelSpec(
+        kind=kind,
+        base=str(built.base_dir),
+        adapter=built.adapter_dir,
+        dtype=dtype,
+        device="cpu",
+        worker=worker,
+    )
+
+
+@pytest.mark.parametrize(("cell", "dtype"), HF_CASES, ids=lambda v: getattr(v, "id", v))
+def test_hf_worker_equals_sway(
+    cell: Cell, dtype: str, matrix_root: Path, record: models_doc.Record
+) -> None:
+    built, want = _reference(matrix_root, cell, dtype)
+    with swayhost.build(_spec("hf", built, dtype, WorkerOptions())) as backend:
+        got = score(backend)
+    worst = compare(got, want, atol=TOLERANCE[dtype])
+    record.equal("hf", cell, dtype, worst)
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.id)
+def test_mlx_worker_equals_hf_or_refuses(
+    cell: Cell, matrix_root: Path, mlx_python: Path, record: models_doc.Record, tmp_path: Path
+) -> None:
+    built, want = _reference(matrix_root, cell, "fp32")
+    worker = WorkerOptions(python=str(mlx_python), options={"adapter_cache_dir": str(tmp_path)})
+    spec = _spec("mlx", built, "fp32", worker)
+    if cell.id in MLX_REFUSES:
+        with pytest.raises(ValueError) as refused:
+            swayhost.build(spec)
+        message = str(refused.value)
+        assert MLX_REFUSES[cell.id] in message and "hf worker" in message, message
+        record.refused("mlx", cell, "fp32", message)
+        return
+    with swayhost.build(spec) as backend:
+        got = score(backend, ("base", "ft", "scaled-0.5"))
+        again = score(backend, ("ft",), generate=False)  # after the null view below
+        with backend.as_null_adapter(3) as null:
+            null.logprob_of(*_first_pair())
+        restored = score(backend, ("ft",), generate=False)
+    worst = compare(
+        got, want, atol=MLX_TOLERANCE, views=("base", "ft", "scaled-0.5"), sampled=False
+    )
+    compare(restored, again, atol=0.0, views=("ft",))
+    record.equal("mlx", cell, "fp32", worst)
+
+
+def _first_pair() -> tuple[str, str]:
+    from tests.matrix_scoring import PAIRS
+
+    return PAIRS[0]
