@@ -234,6 +234,7 @@ CELLS: tuple[Cell, ...] = (
     Cell("phi3", "all-linear"),
     Cell("gemma2", "lora"),
     Cell("gemma2", "dora"),
+    Cell("gemma2", "save-lm_head"),
 )
 
 

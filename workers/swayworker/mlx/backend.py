@@ -180,23 +180,21 @@ class MLXDifferentialBackend:
         base_dir = Path(self._base)
         peft_adapter.check_base(base_dir)
         self._device = _select_device(str(base_spec.device))
-        model, wrapper = mlx_lm.load(
-            self._base,
-            model_config=compat.config_overrides(base_dir),
-            trust_remote_code=bool(base_spec.trust_remote_code),
+        config = compat.read_config(base_dir)
+        shim = compat.shim_for(config)
+        model, eos_ids = _load_model(
+            self._base, shim, config, trust_remote_code=bool(base_spec.trust_remote_code)
         )
         self._dtype = _resolve_dtype(str(base_spec.dtype), self._device)
         model.set_dtype(self._dtype)
-        arrays = convert.load_converted(plan, cache_dir or convert.default_cache_dir())
-        self._lora = lora.attach(model, arrays, plan.scaling)
+        converted = convert.load_converted(plan, cache_dir or convert.default_cache_dir())
+        self._lora = lora.attach(model, converted, plan, shim.module_path)
         model.eval()
         mx.eval(model.parameters())
         source = tokenizer_source(self._base, self._adapter_path)
         tokenizer = _load_tokenizer(source, bool(base_spec.trust_remote_code))
         self._max_positions = int(getattr(model.args, "max_position_embeddings", 0) or 0)
-        self._scorer: _Scorer | None = _Scorer(
-            model, tokenizer, set(wrapper.eos_token_ids), self._max_positions
-        )
+        self._scorer: _Scorer | None = _Scorer(model, tokenizer, eos_ids, self._max_positions)
         self._vocab_size = int(model(mx.array([[0]])).shape[-1])
         self._active: str | None = None
 
@@ -309,6 +307,44 @@ def _resolve_dtype(requested: str, device: str) -> Any:
     if requested != "auto":
         raise ValueError(f"dtype {requested!r} is not one of auto, fp32, fp16, bf16")
     return mx.float16 if device == "gpu" else mx.float32
+
+
+def _load_model(
+    base: str, shim: compat.Shim, config: compat.Config, *, trust_remote_code: bool
+) -> tuple[Any, set[int]]:
+    """``mlx_lm.load``'s model and eos ids, with the architecture's shims applied.
+
+    Config overrides go in through ``model_config``; weight-name renames
+    through ``get_model_classes``, as a subclass of mlx-lm's model whose
+    ``sanitize`` renames first (GPT-2 saved by transformers names its
+    weights ``transformer.h.*``; mlx-lm's GPT-2 expects ``h.*``).
+    """
+    from mlx_lm import utils
+
+    # The resolver mlx_lm.load itself uses (a local folder as is, else a hub snapshot).
+    path = Path(base) if Path(base).is_dir() else utils._download(base)
+
+    def classes(config: dict[str, Any]) -> tuple[type, type]:
+        model_class, args_class = utils._get_classes(config)
+        if not shim.weight_renames:
+            return model_class, args_class
+
+        class Renamed(model_class):  # type: ignore[misc,valid-type]
+            def sanitize(self, weights: dict[str, Any]) -> dict[str, Any]:
+                renamed = {shim.weight_name(k): v for k, v in weights.items()}
+                parent = getattr(super(), "sanitize", None)
+                return parent(renamed) if parent is not None else renamed
+
+        return Renamed, args_class
+
+    model, loaded = utils.load_model(
+        path,
+        model_config=shim.overrides(config),
+        get_model_classes=classes,
+        trust_remote_code=trust_remote_code,
+    )
+    wrapper = utils.load_tokenizer(path, eos_token_ids=loaded.get("eos_token_id"))
+    return model, set(wrapper.eos_token_ids)
 
 
 def _load_tokenizer(source: str, trust_remote_code: bool) -> Any:
