@@ -44,6 +44,8 @@ class ViewScores:
     dists: list[tuple[list[int], np.ndarray, int, float | None]] = field(default_factory=list)
     greedy: str | None = None
     sampled: str | None = None
+    batched: tuple[list[float], list[Any], list[Any]] | None = None
+    """The ft view's ``*_many`` results (one batch per op), where the backend has them."""
 
 
 @dataclass
@@ -79,6 +81,12 @@ def score(backend: Any, views: Iterable[str] = VIEWS, *, generate: bool = True) 
                         d.tail_logprob,
                     )
                 )
+            if name == "ft" and hasattr(view, "logprob_of_many"):
+                got.batched = (
+                    view.logprob_of_many(PAIRS),
+                    view.rolling_logprob_many(TEXTS),
+                    view.next_token_dist_many(PROMPTS, top_k=TOP_K),
+                )
             if generate and name in ("base", "ft"):
                 got.greedy = view.generate(GEN_PROMPT, max_new_tokens=GEN_TOKENS)
                 if name == "ft":
@@ -96,13 +104,16 @@ def compare(
     atol: float,
     views: Iterable[str] | None = None,
     sampled: bool = True,
+    batch_atol: float | None = None,
 ) -> float:
     """Worst |difference| of any logprob; asserts that everything else is equal.
 
     Top-k ids must be equal except where the reference has two logprobs
     closer than ``atol`` (a tie the other side may order either way). Sums
     (``logprob_of``, rolling totals) carry one error per token, so they
-    are allowed ``atol`` per token.
+    are allowed ``atol`` per token. With ``batch_atol``, the ft view's
+    batched results (padded forward passes) must match the reference's
+    unary ones within it.
     """
     worst = 0.0
     assert got.preflight == want.preflight
@@ -131,7 +142,25 @@ def compare(
         assert g.greedy == w.greedy, (name, g.greedy, w.greedy)
         if sampled:
             assert g.sampled == w.sampled, (name, g.sampled, w.sampled)
+        if batch_atol is not None and name == "ft":
+            assert g.batched is not None, "the backend has no batched view methods"
+            _compare_batched(g.batched, w, batch_atol)
     return worst
+
+
+def _compare_batched(
+    batched: tuple[list[float], list[Any], list[Any]], want: ViewScores, atol: float
+) -> None:
+    pairs, rolls, dists = batched
+    for (_, completion), got, ref in zip(PAIRS, pairs, want.logprob_of, strict=True):
+        assert abs(got - ref) <= atol * len(completion), ("batched logprob_of", got, ref)
+    for got, (ids, logprobs, _) in zip(rolls, want.rolling, strict=True):
+        assert np.asarray(got.token_ids).tolist() == ids
+        np.testing.assert_allclose(got.logprobs, logprobs, rtol=0, atol=atol)
+    for got, (ids, logprobs, vocab, tail) in zip(dists, want.dists, strict=True):
+        assert got.vocab_size == vocab and (got.tail_logprob is None) == (tail is None)
+        np.testing.assert_allclose(got.logprobs, logprobs, rtol=0, atol=atol)
+        _same_ids_but_ties(np.asarray(got.token_ids).tolist(), ids, logprobs, atol, "batched")
 
 
 def _same_ids_but_ties(

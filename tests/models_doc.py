@@ -20,8 +20,11 @@ class Record:
     outcomes: dict[tuple[str, str, str], str] = field(default_factory=dict)
     worst: dict[tuple[str, str], float] = field(default_factory=dict)
 
-    def equal(self, worker: str, cell: Cell, dtype: str, worst: float) -> None:
-        self.outcomes[(worker, cell.id, dtype)] = f"equal (max diff {worst:.1e})"
+    def equal(
+        self, worker: str, cell: Cell, dtype: str, worst: float, *, process: bool = True
+    ) -> None:
+        where = "" if process else ", backend in process"
+        self.outcomes[(worker, cell.id, dtype)] = f"equal (max diff {worst:.1e}{where})"
         key = (worker, dtype)
         self.worst[key] = max(self.worst.get(key, 0.0), worst)
 
