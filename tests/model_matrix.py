@@ -31,7 +31,7 @@ from typing import Any
 
 from swayworker.hf.tiny import ADAPTER_TEXT, CORPUS, build_once
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 """Bump when a recipe below changes, so cached builds are not reused."""
 
 SEED = 2024
@@ -39,6 +39,8 @@ MAX_POSITIONS = 256
 BPE_VOCAB = 384
 BIG_VOCAB = 151_936
 """Qwen2's embedding rows: a real vocabulary size, with a small trained tokenizer inside it."""
+LONG_CONTEXT = 2048
+"""The big-vocabulary Qwen2's context: long prompts at a real vocabulary size (payload tests)."""
 ADAPTER_STEPS = 4
 
 
@@ -96,14 +98,14 @@ def _ids(tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def _decoder_shape() -> dict[str, Any]:
+def _decoder_shape(positions: int = MAX_POSITIONS) -> dict[str, Any]:
     return {
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "max_position_embeddings": MAX_POSITIONS,
+        "max_position_embeddings": positions,
     }
 
 
@@ -120,12 +122,12 @@ def _gpt2(tok: Any) -> Any:
     return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=MAX_POSITIONS, **_ids(tok))
 
 
-def _qwen2(tok: Any, vocab: int | None = None) -> Any:
+def _qwen2(tok: Any, vocab: int | None = None, positions: int = MAX_POSITIONS) -> Any:
     from transformers import Qwen2Config
 
     ids = _ids(tok) | ({"vocab_size": vocab} if vocab else {})
     return Qwen2Config(
-        **_decoder_shape(), **ids, tie_word_embeddings=True, rope_parameters=_rope(1e6)
+        **_decoder_shape(positions), **ids, tie_word_embeddings=True, rope_parameters=_rope(1e6)
     )
 
 
@@ -177,7 +179,7 @@ ARCHS: dict[str, Arch] = {
         Arch(
             "qwen2-151k",
             "bpe-bos",
-            lambda tok: _qwen2(tok, BIG_VOCAB),
+            lambda tok: _qwen2(tok, BIG_VOCAB, LONG_CONTEXT),
             ("q_proj", "v_proj"),
             "embed_tokens",
             tied=True,
