@@ -131,6 +131,23 @@ def _qwen2(tok: Any, vocab: int | None = None, positions: int = MAX_POSITIONS) -
     )
 
 
+def _qwen2_05b(tok: Any) -> Any:
+    """Qwen2-0.5B's published shape (494M parameters) with random weights."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        **(_ids(tok) | {"vocab_size": BIG_VOCAB}),
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32_768,
+        tie_word_embeddings=True,
+        rope_parameters=_rope(1e6),
+    )
+
+
 def _mistral(tok: Any) -> Any:
     from transformers import MistralConfig
 
@@ -223,6 +240,11 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
+REAL_SIZE = Arch(
+    "qwen2-0.5b", "bpe-bos", _qwen2_05b, ("q_proj", "v_proj"), "embed_tokens", tied=True
+)
+"""The one real-size model (not a matrix cell: ~2 GB, built once into the user cache)."""
+
 CELLS: tuple[Cell, ...] = (
     *(Cell("llama", v) for v in VARIANTS),
     Cell("gpt2", "lora"),
@@ -245,14 +267,22 @@ CELLS: tuple[Cell, ...] = (
 
 def build_cell(root: Path, cell: Cell) -> Built:
     """The cell's base and adapter under ``root``, each built once."""
-    arch, variant = ARCHS[cell.arch], VARIANTS[cell.variant]
+    return _build(root, ARCHS[cell.arch], VARIANTS[cell.variant], ADAPTER_STEPS)
+
+
+def build_real_size(root: Path) -> Built:
+    """The Qwen2-0.5B-shaped model with a q/v LoRA (one training step: it is 494M parameters)."""
+    return _build(root, REAL_SIZE, VARIANTS["lora"], steps=1)
+
+
+def _build(root: Path, arch: Arch, variant: Variant, steps: int) -> Built:
     top = Path(root).resolve() / f"matrix-v{RECIPE_VERSION}"
     base = build_once(top / arch.name, lambda s: _build_base(s, arch), RECIPE_VERSION) / "base"
     adapter_root = top / "adapters" / f"{arch.name}-{variant.name}"
     built = build_once(
-        adapter_root, lambda s: _build_adapter(s, base, arch, variant), RECIPE_VERSION
+        adapter_root, lambda s: _build_adapter(s, base, arch, variant, steps), RECIPE_VERSION
     )
-    return Built(cell, base, built / "adapter")
+    return Built(Cell(arch.name, variant.name), base, built / "adapter")
 
 
 def _single_thread(build: Callable[[], None]) -> None:
@@ -282,7 +312,7 @@ def _build_base(staging: Path, arch: Arch) -> None:
     _single_thread(build)
 
 
-def _build_adapter(staging: Path, base: Path, arch: Arch, variant: Variant) -> None:
+def _build_adapter(staging: Path, base: Path, arch: Arch, variant: Variant, steps: int) -> None:
     def build() -> None:
         import torch
         from peft import LoraConfig, get_peft_model
@@ -305,7 +335,7 @@ def _build_adapter(staging: Path, base: Path, arch: Arch, variant: Variant) -> N
             [p for p in peft_model.parameters() if p.requires_grad], lr=5e-3
         )
         peft_model.train()
-        for _ in range(ADAPTER_STEPS):
+        for _ in range(steps):
             loss = peft_model(input_ids=batch, labels=batch).loss
             optimizer.zero_grad()
             loss.backward()
