@@ -42,18 +42,22 @@ architecture saved by transformers 5, PEFT adapters trained a few steps.
 *equal* means every operation on the base, fine-tuned, scaled (and, for the
 HF worker, null) views agreed with in-process dlm-sway (HF worker: within
 1e-6 in fp32, to the bit in bf16/fp16) or with the HF results (MLX worker:
-within 1e-4, fp32), with the worst difference seen; *refused* means the
+within 1e-4 in fp32, within the dtype's noise in bf16/fp16, scores only),
+with the worst difference seen; *refused* means the
 worker declined the cell at Load with the message shown. A cell not run is
 marked "not run".
 """
 
 
 def render(record: Record) -> str:
-    lines = [HEADER, "| architecture | adapter | HF fp32 | HF bf16 | HF fp16 | MLX fp32 |"]
-    lines.append("|---|---|---|---|---|---|")
+    columns = [("hf", "fp32"), ("hf", "bf16"), ("hf", "fp16"), ("mlx", "fp32")]
+    columns += [("mlx", "bf16"), ("mlx", "fp16")]
+    names = " | ".join(f"{w.upper()} {d}" for w, d in columns)
+    lines = [HEADER, f"| architecture | adapter | {names} |"]
+    lines.append("|---|---|" + "---|" * len(columns))
     for cell in CELLS:
         row = [cell.arch, _variant(cell)]
-        for worker, dtype in (("hf", "fp32"), ("hf", "bf16"), ("hf", "fp16"), ("mlx", "fp32")):
+        for worker, dtype in columns:
             row.append(record.outcomes.get((worker, cell.id, dtype), "not run"))
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Worst difference per worker and dtype", ""]
