@@ -233,6 +233,16 @@ VARIANTS: dict[str, Variant] = {
             "modules_to_save=['lm_head']",
         ),
         Variant(
+            "lora-bias",
+            lambda a: {"target_modules": list(a.attention), "bias": "lora_only"},
+            "bias='lora_only': the adapted layers' biases trained",
+        ),
+        Variant(
+            "all-bias",
+            lambda a: {"target_modules": list(a.attention), "bias": "all"},
+            "bias='all': every bias trained",
+        ),
+        Variant(
             "embedding",
             lambda a: {"target_modules": [*a.attention, a.embedding]},
             "LoRA on the input embedding",
@@ -246,11 +256,13 @@ REAL_SIZE = Arch(
 """The one real-size model (not a matrix cell: ~2 GB, built once into the user cache)."""
 
 CELLS: tuple[Cell, ...] = (
-    *(Cell("llama", v) for v in VARIANTS),
+    *(Cell("llama", v) for v in VARIANTS if not v.endswith("-bias")),
     Cell("gpt2", "lora"),
     Cell("gpt2", "all-linear"),
     Cell("qwen2", "lora"),
     Cell("qwen2", "pattern"),
+    Cell("qwen2", "lora-bias"),
+    Cell("qwen2", "all-bias"),
     Cell("qwen2-151k", "lora"),
     Cell("mistral", "lora"),
     Cell("mistral", "rslora"),

@@ -76,7 +76,7 @@ def test_rank_and_alpha_patterns_give_each_module_its_own_scaling(adapter: Path)
     ("changes", "named"),
     [
         ({"use_dora": True}, "DoRA"),
-        ({"bias": "lora_only"}, "bias='lora_only'"),
+        ({"bias": "all"}, "bias='all'"),
         ({"peft_type": "IA3"}, "IA3"),
         ({"layer_replication": [[0, 2]]}, "layer_replication"),
         ({"lora_bias": True}, "lora_bias"),

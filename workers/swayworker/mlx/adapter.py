@@ -11,10 +11,11 @@ any environment and happen before a model is loaded. What the runtime LoRA
 * LoRA on an embedding: ``E[x] + scaling * A^T[x] B^T``;
 * ``modules_to_save``: the trained copy of a module swapped in while the
   adapter is on (and the base's own while it is off);
-* ``base_layer`` weights PEFT saves next to an embedding LoRA, loaded into
-  the base as PEFT does.
+* ``base_layer`` tensors PEFT saves next to a LoRA (an embedding LoRA's
+  table, the biases ``bias="lora_only"`` trains), loaded into the base for
+  every view, as PEFT does.
 
-A PEFT feature that changes anything else (trained biases, layer
+A PEFT feature that changes anything else (biases trained everywhere, layer
 replication, trainable tokens, LoRA on bare parameters, a bitsandbytes
 -quantized base) is refused with a message that names it, instead of being
 silently dropped and scoring a different model.
@@ -186,10 +187,13 @@ def _refuse_unsupported(config: dict[str, Any], path: Path) -> None:
                 f"{path}: {why}; the MLX worker cannot convert it (serve this adapter "
                 "with the hf worker instead)"
             )
-    if config.get("bias", "none") != "none":
+    # bias="lora_only" trains the adapted layers' own biases; PEFT saves them as
+    # ``*.base_layer.bias`` and loads them into the base for every view, and so
+    # does the plan (base weights). bias="all" trains every bias in the model.
+    if config.get("bias", "none") not in ("none", "lora_only"):
         raise UnsupportedAdapter(
-            f"{path}: bias={config['bias']!r} trains base-model biases; the MLX worker "
-            "converts only LoRA A/B weights (serve this adapter with the hf worker)"
+            f"{path}: bias={config['bias']!r} trains every bias of the base model; the MLX "
+            "worker converts only the adapted layers' (serve this adapter with the hf worker)"
         )
 
 

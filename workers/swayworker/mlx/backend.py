@@ -294,7 +294,7 @@ class MLXDifferentialBackend:
         self._dtype = _resolve_dtype(str(base_spec.dtype), self._device)
         model.set_dtype(self._dtype)
         converted = convert.load_converted(plan, cache_dir or convert.default_cache_dir())
-        self._lora = lora.attach(model, converted, plan, shim.module_path)
+        self._lora = lora.attach(model, converted, plan, shim.module_path, shim.embedding)
         model.eval()
         mx.eval(model.parameters())
         source = tokenizer_source(self._base, self._adapter_path)

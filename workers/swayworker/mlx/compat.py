@@ -69,6 +69,8 @@ class Shim:
     """PEFT module path prefix -> mlx-lm module path prefix."""
     weight_renames: tuple[tuple[str, str], ...] = ()
     """Saved weight name prefix -> the name mlx-lm's ``sanitize`` expects."""
+    embedding: str = "model.embed_tokens"
+    """The mlx-lm path of the input embedding (a tied model's head)."""
 
     def overrides(self, config: Config) -> Config:
         out: Config = {}
@@ -104,6 +106,7 @@ SHIMS: dict[str, Shim] = {
         config=(n_ctx_from_n_positions,),
         renames=(("transformer.", "model."),),
         weight_renames=(("transformer.", ""),),
+        embedding="model.wte",
     ),
 }
 

@@ -110,6 +110,30 @@ class EmbeddingLoRA(nn.Module):  # type: ignore[misc]
 Switchable = RuntimeLoRA | EmbeddingLoRA
 
 
+class TiedHead(nn.Module):  # type: ignore[misc]
+    """A trained ``lm_head`` copy (``modules_to_save``) on a model whose head is its embedding.
+
+    mlx-lm computes a tied model's logits with ``embed_tokens.as_linear``
+    and has no ``lm_head`` module to swap. PEFT's saved copy replaces only
+    the head, so this wraps the embedding: lookups go to it unchanged, and
+    ``as_linear`` uses ``head_weight`` while it is set (the adapter is on)
+    and the embedding's own matrix when it is ``None`` (the base view).
+    """
+
+    def __init__(self, embedding: Any, head_weight: Any) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.head_weight = head_weight
+
+    def __call__(self, ids: Any) -> Any:
+        return self.embedding(ids)
+
+    def as_linear(self, x: Any) -> Any:
+        if self.head_weight is None:
+            return self.embedding.as_linear(x)
+        return x @ self.head_weight.T
+
+
 class SavedModules:
     """``modules_to_save``: the trained tensors while the adapter is on, the base's while off."""
 
@@ -186,14 +210,20 @@ def _gaussian(like: Any, key: Any, std: float) -> Any:
 
 
 def attach(
-    model: Any, converted: Converted, plan: AdapterPlan, module_path: Any = None
+    model: Any,
+    converted: Converted,
+    plan: AdapterPlan,
+    module_path: Any = None,
+    tied_embedding: str = "model.embed_tokens",
 ) -> LoraLayers:
     """Wrap each adapted layer of ``model`` in place; return the switchable wrappers.
 
     ``module_path`` maps a PEFT module path to the mlx-lm model's (see
     ``compat.Shim.module_path``). Saved base weights are loaded first (PEFT
     loads them into the base layer, for every view), then each LoRA module
-    is wrapped, then ``modules_to_save`` copies are put in place.
+    is wrapped, then ``modules_to_save`` copies are put in place; a saved
+    ``lm_head`` on a model that ties its head to ``tied_embedding`` goes in
+    through :class:`TiedHead`.
     """
     rename = module_path or (lambda path: path)
     for (path, param), value in sorted(converted.base_weights.items()):
@@ -216,10 +246,32 @@ def attach(
         layers.append((target, layer))
     swaps: list[tuple[Any, str, Any, Any]] = []
     for (path, param), value in sorted(converted.saved.items()):
+        if (path, param) == ("lm_head", "weight") and getattr(model, "lm_head", None) is None:
+            swaps.append(_tie_head(model, tied_embedding, value))
+            continue
         module = _find(model, rename(path))
         original = _replace_tensor(module, param, value, path, "modules_to_save")
         swaps.append((module, param, getattr(module, param), original))
     return LoraLayers(layers, SavedModules(swaps))
+
+
+def _tie_head(model: Any, embedding_path: str, weight: Any) -> tuple[Any, str, Any, Any]:
+    """Wrap the tied embedding in a :class:`TiedHead`; the swap that turns it on and off."""
+    *parents, name = embedding_path.split(".")
+    parent = _find(model, ".".join(parents)) if parents else model
+    embedding = _child(parent, name, embedding_path)
+    table = getattr(embedding, "weight", None)
+    if table is None:
+        table = getattr(getattr(embedding, "base", None), "weight", None)  # an EmbeddingLoRA
+    if table is None or tuple(table.shape) != tuple(weight.shape):
+        raise UnsupportedAdapter(
+            f"the adapter saves a trained lm_head {tuple(weight.shape)}, but this mlx-lm model "
+            f"ties its head to {embedding_path!r}, which does not match; serve this adapter "
+            "with the hf worker instead"
+        )
+    head = TiedHead(embedding, weight.astype(table.dtype))
+    setattr(parent, name, head)
+    return (head, "head_weight", head.head_weight, None)
 
 
 def _wrap(
