@@ -238,3 +238,24 @@ def test_batches_are_padded_forward_passes_equal_to_unary_calls(mlx: Any) -> Non
             want = view.next_token_dist(prompt, top_k=TOP_K)
             assert got.token_ids.tolist() == want.token_ids.tolist()
             np.testing.assert_allclose(got.logprobs, want.logprobs, rtol=0, atol=1e-5)
+
+
+def test_an_architecture_mlx_lm_lacks_is_refused_by_name(
+    tiny_model: TinyModel, mlx_python: Path, adapter_cache: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    base = Path(shutil.copytree(tiny_model.base_dir, tmp_path / "base"))
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "model_type": "made_up_arch"}))
+    other = ModelSpec(
+        kind="mlx",
+        base=str(base),
+        adapter=tiny_model.adapter_dir,
+        dtype="fp32",
+        device="cpu",
+        worker=mlx_worker(mlx_python, adapter_cache),
+    )
+    with pytest.raises(ValueError, match=r"'made_up_arch'.*hf worker"):
+        swayhost.build(other)

@@ -433,7 +433,13 @@ def _load_model(
     path = Path(base) if Path(base).is_dir() else utils._download(base)
 
     def classes(config: dict[str, Any]) -> tuple[type, type]:
-        model_class, args_class = utils._get_classes(config)
+        try:
+            model_class, args_class = utils._get_classes(config)
+        except ValueError as exc:  # mlx-lm: "Model type X not supported."
+            raise peft_adapter.UnsupportedAdapter(
+                f"{base}: mlx-lm {mlx_lm.__version__} has no model for architecture "
+                f"{config.get('model_type')!r} ({exc}); serve this model with the hf worker"
+            ) from exc
         if not shim.weight_renames:
             return model_class, args_class
 
