@@ -181,7 +181,7 @@ def test_a_second_worker_reuses_the_converted_adapter(
     mlx: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    assert len(list(adapter_cache.glob("v1/*/COMPLETE.json"))) >= 1
+    assert len(list(adapter_cache.glob("v*/*/COMPLETE.json"))) >= 1
     worker = mlx_worker(mlx_python, adapter_cache)
     with caplog.at_level(logging.INFO, logger="swayhost.worker"):
         swayhost.build(spec("mlx", tiny_model, tiny_model.adapter_dir, worker)).close()
@@ -210,3 +210,52 @@ def test_without_mlx_the_worker_says_what_to_install(tiny_model: TinyModel) -> N
     hint = 'pip install "mlx[cpu]" mlx-lm'
     with pytest.raises(ImportError, match=re.escape(hint)):
         swayhost.build(spec("mlx", tiny_model, tiny_model.adapter_dir, WorkerOptions()))
+
+
+def test_batches_are_padded_forward_passes_equal_to_unary_calls(mlx: Any) -> None:
+    """ScoreBatch runs right-padded batches (causal attention needs no mask): same numbers
+    as one call per input within float noise, and a bad input fails alone."""
+    assert mlx.description.capabilities.batch and mlx.description.limits.max_batch == 64
+    # Inputs no other test sends, so the host's result cache cannot answer them.
+    pairs = [(p + " (batched)", c) for p, c in PAIRS[:3]] + [("The river", "")]
+    texts = [t + " Once more." for t in TEXTS]
+    prompts = [p + " again" for p in PROMPTS]
+    before = mlx.stats().batch_rpcs
+    with mlx.as_finetuned() as view:
+        got_pairs = view.logprob_of_many(pairs, return_exceptions=True)
+        got_texts = view.rolling_logprob_many(texts)
+        got_dists = view.next_token_dist_many(prompts, top_k=TOP_K)
+    assert mlx.stats().batch_rpcs == before + 3
+    assert isinstance(got_pairs[-1], ValueError), "no completion tokens: that item alone fails"
+    with mlx.as_finetuned() as view:
+        for (prompt, completion), got in zip(pairs[:3], got_pairs, strict=False):
+            assert got == pytest.approx(view.logprob_of(prompt, completion), abs=1e-4)
+        for text, got in zip(texts, got_texts, strict=True):
+            want = view.rolling_logprob(text)
+            assert got.token_ids.tolist() == want.token_ids.tolist()
+            np.testing.assert_allclose(got.logprobs, want.logprobs, rtol=0, atol=1e-5)
+        for prompt, got in zip(prompts, got_dists, strict=True):
+            want = view.next_token_dist(prompt, top_k=TOP_K)
+            assert got.token_ids.tolist() == want.token_ids.tolist()
+            np.testing.assert_allclose(got.logprobs, want.logprobs, rtol=0, atol=1e-5)
+
+
+def test_an_architecture_mlx_lm_lacks_is_refused_by_name(
+    tiny_model: TinyModel, mlx_python: Path, adapter_cache: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    base = Path(shutil.copytree(tiny_model.base_dir, tmp_path / "base"))
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "model_type": "made_up_arch"}))
+    other = ModelSpec(
+        kind="mlx",
+        base=str(base),
+        adapter=tiny_model.adapter_dir,
+        dtype="fp32",
+        device="cpu",
+        worker=mlx_worker(mlx_python, adapter_cache),
+    )
+    with pytest.raises(ValueError, match=r"'made_up_arch'.*hf worker"):
+        swayhost.build(other)

@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from swayworker import preflight
+from swayworker.hf.compat import check_dtype_runs
 from swayworker.results import RollingLogprob, TokenDist, probe_error
 from swayworker.spec import ModelSpecLike, tokenizer_source
 from swayworker.views import AdapterViews, ScorerView, ViewSlot
@@ -474,6 +475,7 @@ class HFDifferentialBackend(AdapterViews[HFView]):
             base_model, str(self._adapter_path), is_trainable=False
         )
         model.eval()
+        check_dtype_runs(model, self._dtype, self._device)
         self._model: Any = model
         self._config: Any = base_model.config
         self._vocab_size = int(model.get_output_embeddings().weight.shape[0])

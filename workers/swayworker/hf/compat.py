@@ -1,4 +1,5 @@
-"""Saying plainly when a model was saved by a transformers major this worker lacks.
+"""Saying plainly when a model was saved by a transformers major this worker lacks,
+or asks for a dtype this device's torch cannot compute.
 
 Workers in different envs run different transformers majors, and files saved
 by one are not always readable by the other. The known case: transformers 5
@@ -9,6 +10,10 @@ name the cause and both fixes.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from swayworker.errors import BadSpec
 
 TRANSFORMERS_5_TOKENIZER = "TokenizersBackend"
 
@@ -26,3 +31,45 @@ def explain(exc: Exception) -> ValueError | None:
         'transformers>=5, or set "tokenizer_class": "PreTrainedTokenizerFast" in '
         "tokenizer_config.json (both majors load that)."
     )
+
+
+_DTYPE_NAMES = {"Half": "fp16", "BFloat16": "bf16"}
+
+
+def check_dtype_runs(model: Any, dtype: Any, device: str) -> None:
+    """One forward pass of one token at Load: a dtype the device cannot compute is refused there.
+
+    Some CPU builds of torch have no fp16 (or bf16) kernels for matmul and
+    friends; the error they raise on the first scoring call
+    (``"addmm_impl_cpu_" not implemented for 'Half'``) names neither the
+    spec's ``dtype`` field nor the fix. Trying it once at Load turns that
+    into a spec error naming both, before any probe has run.
+    """
+    import torch
+
+    if dtype == torch.float32:
+        return
+    try:
+        with torch.inference_mode():
+            model(torch.zeros((1, 1), dtype=torch.long, device=device))
+    except (RuntimeError, NotImplementedError) as exc:
+        explained = explain_dtype(exc, device)
+        if explained is None:
+            raise
+        raise explained from exc
+
+
+def explain_dtype(exc: BaseException, device: str) -> BadSpec | None:
+    """A spec error for a "not implemented for 'Half'/'BFloat16'" kernel error, else None."""
+    text = str(exc)
+    for torch_name, spec_name in _DTYPE_NAMES.items():
+        if f"not implemented for '{torch_name}'" in text:
+            import torch
+
+            return BadSpec(
+                f"dtype {spec_name} cannot run on {device} with this torch "
+                f"({torch.__version__}): {text}. Set `dtype: fp32` on the model spec "
+                "(or `auto`, which is fp32 on CPU), or run the worker on a device with "
+                f"{spec_name} kernels."
+            )
+    return None

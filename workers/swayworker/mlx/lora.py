@@ -7,12 +7,17 @@ attributes on the wrappers:
 
 * base: the delta is skipped entirely (not multiplied by zero, which would
   turn a NaN adapter's base view into NaN too, unlike PEFT's
-  ``disable_adapter``);
-* fine-tuned: ``y = W x + scaling * (x a) b``, PEFT's LoRA forward;
+  ``disable_adapter``), and ``modules_to_save`` modules get the base's own
+  weights back;
+* fine-tuned: ``y = W x + scaling * (x a) b``, PEFT's LoRA forward (DoRA's
+  and the embedding's below), with each module's own scaling;
 * scaled(lam): the same with ``scaling * lam``;
-* null(seed): ``a`` and ``b`` swapped for seeded Gaussian noise, the trained
-  arrays put back on exit (MLX arrays are immutable, so "restore" is a
-  reference assignment, not a copy).
+* null(seed): ``a`` and ``b`` of every *linear* LoRA swapped for seeded
+  Gaussian noise, the trained arrays put back on exit (MLX arrays are
+  immutable, so "restore" is a reference assignment, not a copy). Like
+  sway's, which picks parameters named ``lora_A``/``lora_B``, it leaves an
+  embedding LoRA (``lora_embedding_A``/``_B``), DoRA magnitudes and saved
+  modules trained.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from swayworker.mlx.adapter import UnsupportedAdapter
-from swayworker.mlx.convert import LoraArrays
+from swayworker.mlx.adapter import AdapterPlan, UnsupportedAdapter
+from swayworker.mlx.convert import Converted
 
 
 class RuntimeLoRA(nn.Module):  # type: ignore[misc]  # mlx ships no type stubs
@@ -48,11 +53,106 @@ class RuntimeLoRA(nn.Module):  # type: ignore[misc]  # mlx ships no type stubs
         return y + (delta * (self.scaling * self.factor)).astype(y.dtype)
 
 
+class DoRALoRA(RuntimeLoRA):
+    """PEFT's DoRA: ``bias + m / ||W + s B A||_row * (W x + s B A x)``, ``s`` the live scaling.
+
+    The row norm is recomputed on every call from the current ``a``, ``b``
+    and scaling (so scaled and null views rescale as PEFT's do), in float32.
+    """
+
+    def __init__(self, base: Any, a: Any, b: Any, scaling: float, magnitude: Any) -> None:
+        super().__init__(base, a, b, scaling)
+        self.magnitude = magnitude
+
+    def __call__(self, x: Any) -> Any:
+        if not self.enabled:
+            return self.base(x)
+        s = self.scaling * self.factor
+        weight = self.base.weight.astype(mx.float32)
+        lora_weight = (self.a.astype(mx.float32) @ self.b.astype(mx.float32)).T
+        norm = mx.linalg.norm(weight + s * lora_weight, axis=1)
+        scale = (self.magnitude.astype(mx.float32) / norm).astype(x.dtype)
+        bias = getattr(self.base, "bias", None)
+        plain = x @ self.base.weight.T
+        delta = ((x.astype(self.a.dtype) @ self.a) @ self.b) * s
+        y = scale * (plain + delta.astype(plain.dtype))
+        return y if bias is None else y + bias
+
+
+class EmbeddingLoRA(nn.Module):  # type: ignore[misc]
+    """PEFT's embedding LoRA: ``E[ids] + scaling * a[ids] @ b``; ``as_linear`` is the base's.
+
+    A tied output head reads the embedding matrix through ``as_linear``;
+    PEFT adds the LoRA delta to the lookup only, never to that head.
+    """
+
+    def __init__(self, base: Any, a: Any, b: Any, scaling: float) -> None:
+        super().__init__()
+        self.base = base
+        self.a = a
+        self.b = b
+        self.scaling = scaling
+        self.factor = 1.0
+        self.enabled = True
+
+    def __call__(self, ids: Any) -> Any:
+        y = self.base(ids)
+        if not self.enabled:
+            return y
+        delta = self.a[ids] @ self.b
+        return y + (delta * (self.scaling * self.factor)).astype(y.dtype)
+
+    def as_linear(self, x: Any) -> Any:
+        return self.base.as_linear(x)
+
+
+Switchable = RuntimeLoRA | EmbeddingLoRA
+
+
+class TiedHead(nn.Module):  # type: ignore[misc]
+    """A trained ``lm_head`` copy (``modules_to_save``) on a model whose head is its embedding.
+
+    mlx-lm computes a tied model's logits with ``embed_tokens.as_linear``
+    and has no ``lm_head`` module to swap. PEFT's saved copy replaces only
+    the head, so this wraps the embedding: lookups go to it unchanged, and
+    ``as_linear`` uses ``head_weight`` while it is set (the adapter is on)
+    and the embedding's own matrix when it is ``None`` (the base view).
+    """
+
+    def __init__(self, embedding: Any, head_weight: Any) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.head_weight = head_weight
+
+    def __call__(self, ids: Any) -> Any:
+        return self.embedding(ids)
+
+    def as_linear(self, x: Any) -> Any:
+        if self.head_weight is None:
+            return self.embedding.as_linear(x)
+        return x @ self.head_weight.T
+
+
+class SavedModules:
+    """``modules_to_save``: the trained tensors while the adapter is on, the base's while off."""
+
+    def __init__(self, swaps: list[tuple[Any, str, Any, Any]]) -> None:
+        self._swaps = swaps  # (module, parameter, trained, original)
+        self.use(trained=True)
+
+    def use(self, *, trained: bool) -> None:
+        for module, param, new, old in self._swaps:
+            setattr(module, param, new if trained else old)
+
+
 class LoraLayers:
     """Every runtime LoRA layer of one model, switched together for a view."""
 
-    def __init__(self, layers: list[tuple[str, RuntimeLoRA]]) -> None:
+    def __init__(
+        self, layers: list[tuple[str, Switchable]], saved: SavedModules | None = None
+    ) -> None:
         self._layers = layers
+        self._saved = saved or SavedModules([])
 
     def __len__(self) -> int:
         return len(self._layers)
@@ -62,10 +162,12 @@ class LoraLayers:
         try:
             for _, layer in self._layers:
                 layer.enabled = False
+            self._saved.use(trained=False)
             yield
         finally:
             for _, layer in self._layers:
                 layer.enabled = True
+            self._saved.use(trained=True)
 
     @contextmanager
     def scaled(self, lam: float) -> Iterator[None]:
@@ -79,7 +181,7 @@ class LoraLayers:
 
     @contextmanager
     def noise(self, seed: int, std: float) -> Iterator[None]:
-        """Replace every ``a`` and ``b`` with N(0, std²) noise, restored on exit.
+        """Replace every linear LoRA's ``a`` and ``b`` with N(0, std²) noise, restored on exit.
 
         The draws come from MLX's counter-based generator: one key from
         ``seed``, split into one key per array in layer-path order, so a seed
@@ -88,10 +190,11 @@ class LoraLayers:
         view's numbers) differ from the HF worker's for the same seed; only
         their distribution is the same.
         """
-        keys = mx.random.split(mx.random.key(int(seed)), 2 * len(self._layers))
-        saved = [(layer, layer.a, layer.b) for _, layer in self._layers]
+        linear = [layer for _, layer in self._layers if isinstance(layer, RuntimeLoRA)]
+        keys = mx.random.split(mx.random.key(int(seed)), 2 * len(linear))
+        saved = [(layer, layer.a, layer.b) for layer in linear]
         try:
-            for i, (_, layer) in enumerate(self._layers):
+            for i, layer in enumerate(linear):
                 layer.a = _gaussian(layer.a, keys[2 * i], std)
                 layer.b = _gaussian(layer.b, keys[2 * i + 1], std)
             yield
@@ -105,24 +208,112 @@ def _gaussian(like: Any, key: Any, std: float) -> Any:
     return noise.astype(like.dtype)
 
 
-def attach(model: Any, arrays: LoraArrays, scaling: float) -> LoraLayers:
-    """Wrap each adapted linear layer of ``model`` in place; return the wrappers."""
-    layers: list[tuple[str, RuntimeLoRA]] = []
-    for path, (a, b) in sorted(arrays.items()):
-        *parents, name = path.split(".")
-        parent = model
-        for part in parents:
-            parent = _child(parent, part, path)
-        base = _child(parent, name, path)
-        _check_linear(path, base, a, b)
-        dtype = _float_dtype(base)
-        layer = RuntimeLoRA(base, a.astype(dtype), b.astype(dtype), scaling)
+def attach(
+    model: Any,
+    converted: Converted,
+    plan: AdapterPlan,
+    module_path: Any = None,
+    tied_embedding: str = "model.embed_tokens",
+) -> LoraLayers:
+    """Wrap each adapted layer of ``model`` in place; return the switchable wrappers.
+
+    ``module_path`` maps a PEFT module path to the mlx-lm model's (see
+    ``compat.Shim.module_path``). Saved base weights are loaded first (PEFT
+    loads them into the base layer, for every view), then each LoRA module
+    is wrapped, then ``modules_to_save`` copies are put in place; a saved
+    ``lm_head`` on a model that ties its head to ``tied_embedding`` goes in
+    through :class:`TiedHead`.
+    """
+    rename = module_path or (lambda path: path)
+    for (path, param), value in sorted(converted.base_weights.items()):
+        module = _find(model, rename(path))
+        _replace_tensor(module, param, value, path, "base weight")
+    layers: list[tuple[str, Switchable]] = []
+    for spec in plan.modules:
+        a, b = converted.lora[spec.path]
+        target = rename(spec.path)
+        *parents, name = target.split(".")
+        parent = _find(model, ".".join(parents)) if parents else model
+        base = _child(parent, name, target)
+        layer = _wrap(
+            spec.kind, target, base, a, b, spec.scaling, converted.magnitudes.get(spec.path)
+        )
         if isinstance(parent, list):
             parent[int(name)] = layer
         else:
             setattr(parent, name, layer)
-        layers.append((path, layer))
-    return LoraLayers(layers)
+        layers.append((target, layer))
+    swaps: list[tuple[Any, str, Any, Any]] = []
+    for (path, param), value in sorted(converted.saved.items()):
+        if (path, param) == ("lm_head", "weight") and getattr(model, "lm_head", None) is None:
+            swaps.append(_tie_head(model, tied_embedding, value))
+            continue
+        module = _find(model, rename(path))
+        original = _replace_tensor(module, param, value, path, "modules_to_save")
+        swaps.append((module, param, getattr(module, param), original))
+    return LoraLayers(layers, SavedModules(swaps))
+
+
+def _tie_head(model: Any, embedding_path: str, weight: Any) -> tuple[Any, str, Any, Any]:
+    """Wrap the tied embedding in a :class:`TiedHead`; the swap that turns it on and off."""
+    *parents, name = embedding_path.split(".")
+    parent = _find(model, ".".join(parents)) if parents else model
+    embedding = _child(parent, name, embedding_path)
+    table = getattr(embedding, "weight", None)
+    if table is None:
+        table = getattr(getattr(embedding, "base", None), "weight", None)  # an EmbeddingLoRA
+    if table is None or tuple(table.shape) != tuple(weight.shape):
+        raise UnsupportedAdapter(
+            f"the adapter saves a trained lm_head {tuple(weight.shape)}, but this mlx-lm model "
+            f"ties its head to {embedding_path!r}, which does not match; serve this adapter "
+            "with the hf worker instead"
+        )
+    head = TiedHead(embedding, weight.astype(table.dtype))
+    setattr(parent, name, head)
+    return (head, "head_weight", head.head_weight, None)
+
+
+def _wrap(
+    kind: str, path: str, base: Any, a: Any, b: Any, scaling: float, magnitude: Any
+) -> Switchable:
+    if kind == "embedding":
+        if not isinstance(base, nn.Embedding):
+            raise UnsupportedAdapter(
+                f"the adapter has an embedding LoRA on {path!r}, a {type(base).__name__} here"
+            )
+        _check_shapes(path, base.weight.shape[0], base.weight.shape[1], a, b)
+        dtype = base.weight.dtype
+        return EmbeddingLoRA(base, a.astype(dtype), b.astype(dtype), scaling)
+    _check_linear(path, base, a, b)
+    dtype = _float_dtype(base)
+    if magnitude is None:
+        return RuntimeLoRA(base, a.astype(dtype), b.astype(dtype), scaling)
+    if isinstance(base, nn.QuantizedLinear):
+        raise UnsupportedAdapter(
+            f"{path}: DoRA on an MLX-quantized layer needs its full weights; the MLX worker "
+            "cannot run it (serve this adapter with the hf worker instead)"
+        )
+    return DoRALoRA(base, a.astype(dtype), b.astype(dtype), scaling, magnitude)
+
+
+def _find(model: Any, path: str) -> Any:
+    node = model
+    for part in path.split("."):
+        node = _child(node, part, path)
+    return node
+
+
+def _replace_tensor(module: Any, param: str, value: Any, path: str, what: str) -> Any:
+    """Set ``module.param`` to ``value`` (same shape, the module's dtype); return the old one."""
+    old = getattr(module, param, None)
+    if old is None or tuple(old.shape) != tuple(value.shape):
+        shape = None if old is None else tuple(old.shape)
+        raise UnsupportedAdapter(
+            f"the adapter's {what} tensor {path}.{param} has shape {tuple(value.shape)}, but "
+            f"this mlx-lm model's is {shape}; serve this adapter with the hf worker instead"
+        )
+    setattr(module, param, value.astype(old.dtype))
+    return old
 
 
 def _child(node: Any, part: str, path: str) -> Any:
@@ -134,7 +325,8 @@ def _child(node: Any, part: str, path: str) -> Any:
     if child is None:
         raise UnsupportedAdapter(
             f"the adapter targets {path!r}, which this mlx-lm model does not have "
-            "(its module names differ from the transformers model the adapter was trained on)"
+            "(its module names differ from the transformers model the adapter was trained on, "
+            "or its weights are tied); serve this adapter with the hf worker instead"
         )
     return child
 
@@ -150,7 +342,10 @@ def _check_linear(path: str, module: Any, a: Any, b: Any) -> None:
             f"the adapter targets {path!r}, a {type(module).__name__}; the MLX worker "
             "converts LoRA on linear layers only"
         )
-    out_features = module.weight.shape[0]
+    _check_shapes(path, in_features, module.weight.shape[0], a, b)
+
+
+def _check_shapes(path: str, in_features: int, out_features: int, a: Any, b: Any) -> None:
     if a.shape[0] != in_features or b.shape[1] != out_features:
         raise UnsupportedAdapter(
             f"{path}: LoRA maps {a.shape[0]} -> {b.shape[1]} features but the layer maps "
