@@ -19,6 +19,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -319,62 +320,103 @@ def _max_top_k(backend: Any) -> int:
     return int(getattr(backend, "max_top_k", 0) or 0)
 
 
+@dataclass(frozen=True)
+class _OpHandler:
+    """How the servicer checks and runs one kind of operation (``codec.OPS`` names them)."""
+
+    check: Callable[[Any], None]
+    """Rejects bad arguments before they reach the backend, with a clear message."""
+    run: Callable[[Any, Any], Any]
+    """``(view, op)``: one call."""
+    many: str
+    """The view's batched method, if it has one (``*_many``)."""
+    run_many: Callable[[Any, list[Any], int], list[Outcome]] | None
+    """``(view, ops, top_k)``: one batched call."""
+
+
+def _check_logprob_of(op: LogprobOf) -> None:
+    if op.completion == "":
+        raise probe_error(
+            "logprob_of", "completion is empty; it must tokenize to at least one token"
+        )
+
+
+def _check_next_token_dist(op: NextTokenDist) -> None:
+    if op.top_k <= 0:
+        raise ValueError(f"top_k must be a positive integer, got {op.top_k}")
+
+
+def _check_generate(op: Generate) -> None:
+    if op.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {op.max_new_tokens}")
+    if op.temperature < 0 or not math.isfinite(op.temperature):
+        raise ValueError(f"temperature must be finite and >= 0, got {op.temperature}")
+    if not 0 < op.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {op.top_p}")
+
+
+HANDLERS: dict[str, _OpHandler] = {
+    LogprobOf.name: _OpHandler(
+        check=_check_logprob_of,
+        run=lambda view, op: view.logprob_of(op.prompt, op.completion),
+        many="logprob_of_many",
+        run_many=lambda view, ops, _k: view.logprob_of_many(
+            [(op.prompt, op.completion) for op in ops]
+        ),
+    ),
+    RollingLogprobOp.name: _OpHandler(
+        check=lambda op: None,
+        run=lambda view, op: view.rolling_logprob(op.text),
+        many="rolling_logprob_many",
+        run_many=lambda view, ops, _k: view.rolling_logprob_many([op.text for op in ops]),
+    ),
+    NextTokenDist.name: _OpHandler(
+        check=_check_next_token_dist,
+        run=lambda view, op: view.next_token_dist(op.prompt, top_k=op.top_k),
+        many="next_token_dist_many",
+        run_many=lambda view, ops, k: view.next_token_dist_many([op.prompt for op in ops], k),
+    ),
+    Generate.name: _OpHandler(
+        check=_check_generate,
+        run=lambda view, op: view.generate(
+            op.prompt,
+            max_new_tokens=op.max_new_tokens,
+            temperature=op.temperature,
+            top_p=op.top_p,
+            seed=op.seed,
+        ),
+        many="",
+        run_many=None,
+    ),
+}
+"""One entry per operation of the contract: the servicer's only dispatch on the op."""
+
+
 def _validate(op: Op, supported: pb.Capabilities) -> None:
-    """Reject bad arguments before they reach the backend, with a clear message."""
-    if isinstance(op, LogprobOf):
-        if not supported.logprob_of:
-            raise UnsupportedOperation("this backend cannot serve logprob_of")
-        if op.completion == "":
-            raise probe_error(
-                "logprob_of", "completion is empty; it must tokenize to at least one token"
-            )
-    elif isinstance(op, RollingLogprobOp):
-        if not supported.rolling_logprob:
-            raise UnsupportedOperation("this backend cannot serve rolling_logprob")
-    elif isinstance(op, NextTokenDist):
-        if not supported.next_token_dist:
-            raise UnsupportedOperation("this backend cannot serve next_token_dist")
-        if op.top_k <= 0:
-            raise ValueError(f"top_k must be a positive integer, got {op.top_k}")
-    else:
-        if not supported.generate:
-            raise UnsupportedOperation("this backend cannot serve generate")
-        if op.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {op.max_new_tokens}")
-        if op.temperature < 0 or not math.isfinite(op.temperature):
-            raise ValueError(f"temperature must be finite and >= 0, got {op.temperature}")
-        if not 0 < op.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {op.top_p}")
+    """The backend must advertise the op (its capability flag has the op's name), and
+    the op's arguments must make sense."""
+    if not getattr(supported, op.name):
+        raise UnsupportedOperation(f"this backend cannot serve {op.name}")
+    HANDLERS[op.name].check(op)
 
 
 def _run_one(view: Any, op: Op) -> Any:
-    if isinstance(op, LogprobOf):
-        return view.logprob_of(op.prompt, op.completion)
-    if isinstance(op, RollingLogprobOp):
-        return view.rolling_logprob(op.text)
-    if isinstance(op, NextTokenDist):
-        return view.next_token_dist(op.prompt, top_k=op.top_k)
-    assert isinstance(op, Generate)
-    return view.generate(
-        op.prompt,
-        max_new_tokens=op.max_new_tokens,
-        temperature=op.temperature,
-        top_p=op.top_p,
-        seed=op.seed,
-    )
+    return HANDLERS[op.name].run(view, op)
 
 
 def _run_batched(view: Any, items: list[tuple[int, Op | None]]) -> Iterator[tuple[int, Outcome]]:
-    """Run the items of one view, batching per operation where the view can."""
-    by_kind: dict[tuple[type, int], list[tuple[int, Any]]] = {}
+    """Run the items of one view, batching per operation (and top_k) where the view can."""
+    by_kind: dict[tuple[str, int], list[tuple[int, Any]]] = {}
     for idx, op in items:
-        top_k = op.top_k if isinstance(op, NextTokenDist) else 0
-        by_kind.setdefault((type(op), top_k), []).append((idx, op))
-    for (kind, top_k), group in by_kind.items():
-        many = _many_method(view, kind)
-        if many is not None and len(group) > 1:
+        assert op is not None  # items that failed to decode never reach a view
+        by_kind.setdefault((op.name, int(getattr(op, "top_k", 0))), []).append((idx, op))
+    for (name, top_k), group in by_kind.items():
+        handler = HANDLERS[name]
+        has_many = bool(handler.many) and callable(getattr(view, handler.many, None))
+        batched = handler.run_many if has_many else None
+        if batched is not None and len(group) > 1:
             try:
-                values = many([op for _, op in group], top_k)
+                values = batched(view, [op for _, op in group], top_k)
                 if len(values) != len(group):
                     raise RuntimeError(
                         f"batched call returned {len(values)} results for {len(group)} items"
@@ -382,20 +424,9 @@ def _run_batched(view: Any, items: list[tuple[int, Op | None]]) -> Iterator[tupl
                 yield from zip((i for i, _ in group), values, strict=True)
                 continue
             except Exception:
-                log.exception("batched %s failed; retrying item by item", kind.__name__)
+                log.exception("batched %s failed; retrying item by item", name)
         for idx, op in group:
             try:
-                yield idx, _run_one(view, op)
+                yield idx, handler.run(view, op)
             except Exception as exc:
                 yield idx, exc
-
-
-def _many_method(view: Any, kind: type) -> Callable[[list[Any], int], list[Outcome]] | None:
-    """The view's batched method for ``kind``, adapted to (ops, top_k)."""
-    if kind is LogprobOf and callable(getattr(view, "logprob_of_many", None)):
-        return lambda ops, _k: view.logprob_of_many([(op.prompt, op.completion) for op in ops])
-    if kind is RollingLogprobOp and callable(getattr(view, "rolling_logprob_many", None)):
-        return lambda ops, _k: view.rolling_logprob_many([op.text for op in ops])
-    if kind is NextTokenDist and callable(getattr(view, "next_token_dist_many", None)):
-        return lambda ops, k: view.next_token_dist_many([op.prompt for op in ops], k)
-    return None
