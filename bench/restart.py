@@ -31,9 +31,9 @@ STANDBY_SETTLE_S = 8.0
 @dataclass(frozen=True)
 class RestartFigures:
     cold_s: tuple[float, ...]
-    """SIGKILL → next good call, no standby: the default, a worker forked from the template."""
+    """SIGKILL → next good call, no standby, a worker forked from the template."""
     spawn_s: tuple[float, ...]
-    """The same with the template off: a fresh interpreter imports everything again."""
+    """The same without the template (the default): a fresh interpreter imports it all again."""
     standby_s: tuple[float, ...]
     """The same with a warm standby worker."""
     template_rss: int
@@ -96,8 +96,8 @@ def measure_restarts(model: BenchModel, reps: int, threads: int) -> RestartFigur
     import psutil
 
     modes = {
-        "cold": RecoveryPolicy(max_restarts=reps + 5),
-        "spawn": RecoveryPolicy(max_restarts=reps + 5, fork_template=False),
+        "cold": RecoveryPolicy(max_restarts=reps + 5, fork_template=True),
+        "spawn": RecoveryPolicy(max_restarts=reps + 5),
         "standby": RecoveryPolicy(max_restarts=reps + 5, standby=True),
     }
     figures = {}

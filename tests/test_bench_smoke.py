@@ -68,7 +68,7 @@ def test_quick_bench_reports_every_sweep_and_writes_markdown_and_png(
     goals = {goal.goal for goal in goal_rows(report)}
     assert "`sway run` of a fixed suite, whole command: host / in process" in goals
     assert {
-        "SIGKILL → next good call, no standby (worker template, the default)",
+        "SIGKILL → next good call, no standby (worker template, opt-in)",
         "SIGKILL → next good call, warm standby",
     } <= goals
 

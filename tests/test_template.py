@@ -1,4 +1,4 @@
-"""Workers forked from a pre-imported template (``RecoveryPolicy.fork_template``, on by default).
+"""Workers forked from a pre-imported template (``RecoveryPolicy.fork_template``, opt-in).
 
 A restarted worker skips the interpreter start and the framework imports:
 the template did those once and forks each worker. These tests pin down
@@ -28,10 +28,11 @@ from swayworker.hf.tiny import TinyModel
 from tests.helpers import FAKE_WORKERS, fake_worker, same_result, wait_until
 
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
+FORK = {**FAST, "fork_template": True}
 
 
 def _dummy(**policy: object) -> swayhost.RemoteBackend:
-    options = WorkerOptions(cache_bytes=0, recovery=RecoveryPolicy(**{**FAST, **policy}))  # type: ignore[arg-type]
+    options = WorkerOptions(cache_bytes=0, recovery=RecoveryPolicy(**{**FORK, **policy}))  # type: ignore[arg-type]
     return swayhost.spawn(ModelSpec(kind="dummy", base="toy", worker=options))
 
 
@@ -75,7 +76,9 @@ def test_closing_stops_worker_and_template_and_leaves_no_folder(tmp_path: Path) 
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     script = (
         "import psutil, swayhost\n"
-        "b = swayhost.spawn(swayhost.ModelSpec(kind='dummy', base='toy'))\n"
+        "policy = swayhost.RecoveryPolicy(fork_template=True)\n"
+        "b = swayhost.spawn(swayhost.ModelSpec(kind='dummy', base='toy',"
+        " worker=swayhost.WorkerOptions(recovery=policy)))\n"
         "print(b.pid, psutil.Process(b.pid).ppid(), flush=True)\n"
         "b.close()\n"
     )
@@ -136,7 +139,7 @@ def test_the_config_file_turns_the_template_off(tmp_path: Path) -> None:
     path = tmp_path / "swayhost.yaml"
     path.write_text(yaml.safe_dump({"workers": {"hf": {"recovery": {"fork_template": False}}}}))
     assert worker_options("hf", path).recovery.fork_template is False
-    assert RecoveryPolicy().fork_template is True
+    assert RecoveryPolicy().fork_template is False  # opt-in while a defect is open
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ import time
 import psutil
 import swayhost
 
-backend = swayhost.spawn(swayhost.ModelSpec(kind="dummy", base="toy"))
+policy = swayhost.RecoveryPolicy(fork_template=True)
+worker = swayhost.WorkerOptions(recovery=policy)
+backend = swayhost.spawn(swayhost.ModelSpec(kind="dummy", base="toy", worker=worker))
 with backend.as_base() as view:
     view.logprob_of("a b", " c")
 template = psutil.Process(backend.pid).ppid()

@@ -65,6 +65,8 @@ class Template:
         self.children: set[int] = set()
         self.buffers: dict[socket.socket, bytes] = {}
         """Each host connection, and what it sent that is not a whole line yet."""
+        self.pending_fds: dict[socket.socket, list[int]] = {}
+        """Descriptors that came with a line not yet complete."""
 
     def serve(self) -> None:
         """Answer requests until stdin closes; only ever one thread."""
@@ -85,6 +87,7 @@ class Template:
     def _read(self, conn: socket.socket) -> bool:
         """Handle what ``conn`` sent; False when it closed."""
         data, fds, _, _ = socket.recv_fds(conn, 65536, FDS_PER_FORK)
+        fds = self.pending_fds.pop(conn, []) + list(fds)
         if not data:
             for fd in fds:
                 os.close(fd)
@@ -96,8 +99,8 @@ class Template:
             reply = self._answer(request, fds)
             fds = []  # a fork takes the descriptors that came with it
             conn.sendall(json.dumps(reply).encode() + b"\n")
-        for fd in fds:
-            os.close(fd)
+        if fds:  # the line they came with is not complete yet
+            self.pending_fds[conn] = fds
         return True
 
     def _answer(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
