@@ -55,7 +55,7 @@ def watch_parent(on_parent_gone: Callable[[str], None]) -> None:
         log.info("detached: this worker outlives its host; Shutdown or SIGTERM stops it")
         return
     expected = host_pid()
-    _arm_pdeathsig(expected, on_parent_gone)
+    arm_parent_death(expected, on_parent_gone)
     if orphaned(expected):
         on_parent_gone("host exited before the worker started")
         return
@@ -76,7 +76,14 @@ def _wait_for_stdin_eof(on_parent_gone: Callable[[str], None]) -> None:
     on_parent_gone("stdin closed (host went away)")
 
 
-def _arm_pdeathsig(expected: int | None, on_parent_gone: Callable[[str], None]) -> None:
+def arm_parent_death(expected: int | None, on_parent_gone: Callable[[str], None]) -> None:
+    """Linux: call ``on_parent_gone`` when process ``expected``, our parent, dies.
+
+    The kernel's parent-death signal fires when the parent *thread* exits,
+    so a host that starts us from a thread pool would end us as soon as the
+    pool shuts down; the handler therefore acts only once ``getppid()``
+    shows that the parent process itself is gone.
+    """
     if not sys.platform.startswith("linux") or expected is None:
         return
     try:

@@ -26,8 +26,6 @@ parent it is, then get their parent-death signal.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib
 import importlib.util
 import json
@@ -43,6 +41,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from swayworker.lifeline import arm_parent_death, host_pid
 from swayworker.protocol import HOST_PID_ENV, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
 
 TEMPLATE_PREFIX = "template|"
@@ -159,11 +158,9 @@ class Template:
             self.returncodes[pid] = -1 if status is None else os.waitstatus_to_exitcode(status)
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGTERM when the host dies, even if it never closes our stdin."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _exit_when_host_dies(reason: str) -> None:
+    """The host died without closing our stdin: unwind as SIGTERM does."""
+    sys.exit(0)
 
 
 def _main_module(name: str) -> str:
@@ -181,9 +178,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         sys.stderr.write("usage: python -m swayworker.template WORKER_MAIN_MODULE\n")
         return 2
-    _die_with_parent()
-    # SIGTERM (also the parent-death signal) unwinds, so the folder below is removed.
+    # SIGTERM and the host's death unwind, so the folder below is removed. The
+    # host may have started us from a thread that exits long before it does
+    # (a thread pool): lifeline's rule, not a bare parent-death signal.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    arm_parent_death(host_pid(), _exit_when_host_dies)
     module = _main_module(argv[0])
     stdout = os.dup(1)
     os.dup2(2, 1)  # whatever the imports print must not come before our line
