@@ -118,7 +118,7 @@ def _restarts(report: Report) -> list[GoalRow]:
     name = report.models[0].model.name if report.models else "—"
     return [
         GoalRow(
-            "SIGKILL → next good call, no standby (worker template, opt-in)",
+            "SIGKILL → next good call, no standby (worker template, the default)",
             name,
             f"≤ {COLD_RESTART_GOAL_S:g} s",
             f"{r.cold_median_s:.2f} s (median of {len(r.cold_s)}; without the template"

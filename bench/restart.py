@@ -96,8 +96,8 @@ def measure_restarts(model: BenchModel, reps: int, threads: int) -> RestartFigur
     import psutil
 
     modes = {
-        "cold": RecoveryPolicy(max_restarts=reps + 5, fork_template=True),
-        "spawn": RecoveryPolicy(max_restarts=reps + 5),
+        "cold": RecoveryPolicy(max_restarts=reps + 5),
+        "spawn": RecoveryPolicy(max_restarts=reps + 5, fork_template=False),
         "standby": RecoveryPolicy(max_restarts=reps + 5, standby=True),
     }
     figures = {}

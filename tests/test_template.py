@@ -1,4 +1,4 @@
-"""Workers forked from a pre-imported template (``RecoveryPolicy.fork_template``, opt-in).
+"""Workers forked from a pre-imported template (``RecoveryPolicy.fork_template``, on by default).
 
 A restarted worker skips the interpreter start and the framework imports:
 the template did those once and forks each worker. These tests pin down
@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -62,6 +63,26 @@ def test_workers_are_forked_from_one_template_across_restarts() -> None:
             assert _parent(backend.pid).pid == template.pid  # the same template forked it
             assert backend.stats().restarts == round_ + 1
         assert backend.transport == "frames"
+    wait_until(lambda: not _alive(template.pid), timeout=5)
+
+
+def test_a_template_started_from_a_thread_outlives_that_thread() -> None:
+    """A host that builds from a thread pool keeps its template when the pool ends.
+
+    The kernel's parent-death signal fires when the *thread* that started a
+    process exits; a template that took it for its host's death quit, and
+    took its worker with it, as soon as the pool shut down (three builds in
+    one ``ThreadPoolExecutor`` lost a worker this way).
+    """
+    with ThreadPoolExecutor(1) as pool:
+        backend = pool.submit(_dummy).result()
+    with backend, backend.as_finetuned() as view:  # the pool's thread has exited
+        first = backend.pid
+        template = _parent(first)
+        time.sleep(1.0)  # the signal came as the thread exited; give a wrong handler time to act
+        assert _alive(template.pid)
+        assert view.logprob_of("The sky is", " blue") < 0
+        assert (backend.pid, backend.stats().restarts) == (first, 0)
     wait_until(lambda: not _alive(template.pid), timeout=5)
 
 
@@ -139,7 +160,7 @@ def test_the_config_file_turns_the_template_off(tmp_path: Path) -> None:
     path = tmp_path / "swayhost.yaml"
     path.write_text(yaml.safe_dump({"workers": {"hf": {"recovery": {"fork_template": False}}}}))
     assert worker_options("hf", path).recovery.fork_template is False
-    assert RecoveryPolicy().fork_template is False  # opt-in while a defect is open
+    assert RecoveryPolicy().fork_template is True  # the default
 
 
 @pytest.mark.slow

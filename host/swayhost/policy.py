@@ -48,16 +48,14 @@ class RecoveryPolicy:
     imported, no model loaded), so a restart costs a model load instead of a
     process start and framework import; it costs one idle process.
 
-    ``fork_template`` (opt-in) keeps, instead, one *template* for a
+    ``fork_template`` (on by default) keeps, instead, one *template* for a
     built-in Python worker that recovery may restart: a process that has
     imported the worker's framework once and forks each worker, so a restart
     costs a fork and a model load (a fraction of a second on a small model)
     instead of a new interpreter and seconds of imports. It holds no model;
     its pages are shared with the workers it forks. It applies to local
     workers only, and not with ``standby`` (which already keeps one warm).
-    It is off by default while one defect is open: with three backends built
-    at once in one host, each with its own template (the builds of
-    tests/test_two_transformers.py), a Load reached the wrong worker.
+    Set it False to spawn every worker as a fresh interpreter.
     """
 
     max_restarts: int = 10
@@ -76,7 +74,7 @@ class RecoveryPolicy:
     health_timeout_s: float = 5.0
     health_failures: int = 3
     standby: bool = False
-    fork_template: bool = False
+    fork_template: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
