@@ -78,6 +78,8 @@ class BenchConfig:
     """Workers started without a model for the spawn → ready figure."""
     import_reps: int = 5
     restart_reps: int = 5
+    real_size_rounds: int = 5
+    """ABBA rounds of every op on the real-size model (``bench.realsize``)."""
     """Worker kills per mode (cold, standby) on the tiny model for the restart figures."""
     seed: int = 1729
     threads: int = 0
@@ -126,5 +128,6 @@ def quick_config() -> BenchConfig:
         ready_reps=2,
         import_reps=1,
         restart_reps=2,
+        real_size_rounds=1,
         quick=True,
     )

@@ -9,6 +9,7 @@ from bench.config import BenchConfig, ModelPlan
 from bench.endtoend import EndToEnd
 from bench.measure import OpTiming, all_finite_positive
 from bench.models import BenchModel
+from bench.realsize import RealSizeFigures
 from bench.restart import RestartFigures
 from bench.startup import ImportFigures, ReadyFigures
 from bench.sweeps import KINDS, Sweep, SweepKind
@@ -45,6 +46,7 @@ class Report:
     imports: ImportFigures
     restart: RestartFigures
     """Measured on the first model (the tiny one in a full run)."""
+    real_size: RealSizeFigures
     machine: dict[str, str]
     config: BenchConfig
     elapsed_s: float
@@ -62,6 +64,7 @@ def finite_positive(report: Report) -> bool:
         report.imports.importtime_ms,
         report.elapsed_s,
         *report.restart.figures(),
+        *report.real_size.figures(),
     ]
     for m in report.models:
         if {s.kind for s in m.sweeps} != set(KINDS) or not all(s.points for s in m.sweeps):

@@ -277,12 +277,41 @@ def _end_to_end(report: Report) -> Section:
     )
 
 
+def _real_size(report: Report) -> Section:
+    r = report.real_size
+    rows = [
+        (row.op, f"{row.in_process_ms:.1f} ms", f"{row.host_ms:.1f} ms", row.ratio.text())
+        for row in r.rows
+    ]
+    rows.append(
+        ("load (construct / build)", f"{r.sway_load_s:.1f} s", f"{r.host_load_s:.1f} s", "—")
+    )
+    rows.append(
+        (
+            "resident memory",
+            f"+{r.sway_rss_growth / MIB:.0f} MiB",
+            f"{r.worker_rss / MIB:.0f} MiB",
+            "—",
+        )
+    )
+    return Section(
+        f"Real-size model: {r.model.label}",
+        ("what (ft view)", "in process", "through the host", "host / in process"),
+        rows,
+        f"Qwen2-0.5B's shape with random weights and a q/v LoRA (`bench/realsize.py`);"
+        f" median of {report.config.real_size_rounds} ABBA rounds per op, fresh text"
+        " each round. In-process memory is this process's growth while sway's backend"
+        " loads; the host's is the worker's resident set after the calls.",
+    )
+
+
 def sections(report: Report) -> list[Section]:
     """Every table of the report, in order."""
     return [
         _goals(report),
         _ops(report),
         _end_to_end(report),
+        _real_size(report),
         *_sweep_sections(report),
         _cache(report),
         _startup(report),

@@ -24,6 +24,7 @@ from bench.measure import measure_ops
 from bench.models import BenchModel
 from bench.progress import Steps
 from bench.prompts import TextPool
+from bench.realsize import measure_real_size, real_size_model
 from bench.restart import measure_restarts
 from bench.sides import build_host, host_spec, open_sides, sway_cache_hits, worker_rss
 from bench.startup import import_figures, load_average, machine_info, ready_without_model
@@ -128,6 +129,10 @@ def run(config: BenchConfig, models: Sequence[BenchModel], steps: Steps) -> Repo
     results = tuple(measure_model(m, config.plan(m.name), config, steps) for m in models)
     with steps.phase(f"{models[0].name}: SIGKILL → next good call", 1):
         restart = measure_restarts(models[0], config.restart_reps, config.threads)
+    with steps.phase("real-size model: build or reuse", 1):
+        big = real_size_model(config.quick)
+    with steps.phase(f"{big.label}: load and calls", config.real_size_rounds) as tick:
+        real_size = measure_real_size(big, config.real_size_rounds, config.threads, tick)
     with steps.phase("`import swayhost`", 1):
         imports = import_figures(config.import_reps)
     machine = machine_info()
@@ -138,6 +143,7 @@ def run(config: BenchConfig, models: Sequence[BenchModel], steps: Steps) -> Repo
         ready=ready,
         imports=imports,
         restart=restart,
+        real_size=real_size,
         machine=machine,
         config=config,
         elapsed_s=time.perf_counter() - start,

@@ -65,10 +65,14 @@ def test_quick_bench_reports_every_sweep_and_writes_markdown_and_png(
     restart = report.restart
     assert len(restart.cold_s) == len(restart.spawn_s) == len(restart.standby_s) == 2
     assert 0 < restart.template_uss <= restart.template_rss
+    # The real-size row, measured the same way on the matrix's tiny Qwen2 here.
+    real = report.real_size
+    assert real.model.name == "qwen2-tiny"
+    assert [row.op for row in real.rows] == ["logprob_of", "rolling_logprob", "next_token_dist"]
     goals = {goal.goal for goal in goal_rows(report)}
     assert "`sway run` of a fixed suite, whole command: host / in process" in goals
     assert {
-        "SIGKILL → next good call, no standby (worker template, opt-in)",
+        "SIGKILL → next good call, no standby (worker template, the default)",
         "SIGKILL → next good call, warm standby",
     } <= goals
 
