@@ -93,6 +93,27 @@ def test_a_forked_worker_reports_its_exit_like_a_spawned_one() -> None:
         assert "signal SIGKILL" in backend._conn.endpoint.describe_exit()
 
 
+def test_a_live_forked_worker_is_polled_without_asking_the_template(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host polls its worker before every call; a round trip to the template each
+    time cost a sixth of a small call. Only an exited worker's code is asked for."""
+    with _dummy() as backend, backend.as_finetuned() as view:
+        child = backend._conn.endpoint._proc
+        asked: list[int] = []
+        ask = child._template.returncode
+        monkeypatch.setattr(
+            child._template, "returncode", lambda pid: asked.append(pid) or ask(pid)
+        )
+        for i in range(10):
+            view.logprob_of("The sky is", f" blue {i}")
+        assert asked == []
+        os.kill(child.pid, signal.SIGKILL)
+        wait_until(lambda: child.poll() is not None, timeout=5)
+        assert child.poll() == -signal.SIGKILL
+        assert set(asked) == {child.pid}
+
+
 def test_closing_stops_worker_and_template_and_leaves_no_folder(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     script = (
