@@ -451,7 +451,17 @@ def test_a_refused_handshake_names_the_command_and_leaves_no_folder(tmp_path: Pa
             EMPTY_COMPLETION,
             [
                 """sway-error-attrs '{"probe": ""}' lacks probe: sway's ProbeError carries """
-                """it, e.g. {"probe": "logprob_of"}"""
+                """the probe's name, e.g. {"probe": "logprob_of"}"""
+            ],
+        ),
+        ("dlm_sway.core.errors.ProbeError", '{"probe": "api.http"}', BAD_ARGUMENT, []),
+        (
+            "dlm_sway.core.errors.ProbeError",
+            "{}",
+            BAD_ARGUMENT,
+            [
+                "sway-error-attrs '{}' lacks probe: sway's ProbeError carries the probe's name, "
+                """e.g. {"probe": "logprob_of"}"""
             ],
         ),
         (
@@ -564,5 +574,9 @@ def test_the_json_report_names_each_checks_section_of_the_guide() -> None:
 
 def test_the_guide_prints_the_error_table_the_kit_checks() -> None:
     guide = GUIDE.read_text()
-    rows = [f"| {what} | `{r.reason_name}` | `{r.exception_type}` |" for what, r in REFUSALS]
+
+    def types(refusal: Refusal) -> str:
+        return " or ".join(f"`{name}`" for name in (refusal.exception_type, *refusal.also))
+
+    rows = [f"| {what} | `{r.reason_name}` | {types(r)} |" for what, r in REFUSALS]
     assert [row for row in rows if row not in guide] == []

@@ -21,6 +21,9 @@ from swayhost.conformance.session import RpcFailure
 from swayhost.translate import nameable, named_class
 
 SWAY_ERRORS = "dlm_sway.core.errors."
+PROBE_ERROR = f"{SWAY_ERRORS}ProbeError"
+ATTRS_OF: dict[str, tuple[str, ...]] = {PROBE_ERROR: ("probe",)}
+"""The attributes ``sway-error-attrs`` must hold for a class the host rebuilds by name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +34,8 @@ class Refusal:
     exception_type: str
     """The class sway raises for it; a worker's own class the host cannot name also does,
     unless this is one of sway's classes (the host rebuilds those only by their name)."""
-    attrs: tuple[str, ...] = ()
-    """Attributes that ``sway-error-attrs`` must hold (sway's ``ProbeError.probe``)."""
+    also: tuple[str, ...] = ()
+    """Other classes sway raises for it in some backend."""
     example: str = "{}"
     """What ``sway-error-attrs`` looks like for it."""
 
@@ -41,12 +44,10 @@ class Refusal:
         return pb.ErrorReason.Name(self.reason)  # type: ignore[arg-type]
 
 
-BAD_ARGUMENT = Refusal(pb.ERROR_REASON_BAD_ARGUMENT, "builtins.ValueError")
+BAD_ARGUMENT = Refusal(pb.ERROR_REASON_BAD_ARGUMENT, "builtins.ValueError", also=(PROBE_ERROR,))
+"""sway's API backend raises ProbeError where a server refuses (a prompt too long, say)."""
 EMPTY_COMPLETION = Refusal(
-    pb.ERROR_REASON_BAD_ARGUMENT,
-    f"{SWAY_ERRORS}ProbeError",
-    attrs=("probe",),
-    example='{"probe": "logprob_of"}',
+    pb.ERROR_REASON_BAD_ARGUMENT, PROBE_ERROR, example='{"probe": "logprob_of"}'
 )
 NOT_LOADED = Refusal(pb.ERROR_REASON_NOT_LOADED, "builtins.RuntimeError")
 UNSUPPORTED = Refusal(pb.ERROR_REASON_UNSUPPORTED, "builtins.NotImplementedError")
@@ -102,7 +103,8 @@ def error_problems(
     type_field = "exception_type" if item else TYPE_KEY
     attrs_field = "attrs_json" if item else ATTRS_KEY
     problems = _type_problems(exception_type or "", expected, type_field)
-    problems.extend(_attrs_problems(attrs_json, expected, attrs_field))
+    required = ATTRS_OF.get(exception_type or "", ()) if not problems else ()
+    problems.extend(_attrs_problems(attrs_json, required, expected.example, attrs_field))
     return problems
 
 
@@ -114,6 +116,8 @@ def _type_problems(exception_type: str, expected: Refusal, field: str) -> list[s
     module, _, name = exception_type.rpartition(".")
     if not module or not name:
         return [f"{field} {exception_type!r} is not a qualified class name; {send}"]
+    if exception_type in expected.also:
+        return []
     if want.startswith(SWAY_ERRORS):
         if exception_type != want:
             return [
@@ -135,8 +139,9 @@ def _type_problems(exception_type: str, expected: Refusal, field: str) -> list[s
     return []
 
 
-def _attrs_problems(attrs_json: str | None, expected: Refusal, field: str) -> list[str]:
-    example = expected.example
+def _attrs_problems(
+    attrs_json: str | None, required: tuple[str, ...], example: str, field: str
+) -> list[str]:
     if not attrs_json:
         return [f"{field} is absent; send a JSON object: {example}"]
     try:
@@ -145,11 +150,10 @@ def _attrs_problems(attrs_json: str | None, expected: Refusal, field: str) -> li
         return [f"{field} is not JSON ({exc.msg}): {attrs_json[:80]!r}; send {example}"]
     if not isinstance(attrs, dict):
         return [f"{field} is not a JSON object: {attrs_json[:80]!r}; send {example}"]
-    missing = [a for a in expected.attrs if not isinstance(attrs.get(a), str) or not attrs[a]]
+    missing = [a for a in required if not isinstance(attrs.get(a), str) or not attrs[a]]
     if missing:
-        cls = expected.exception_type.rpartition(".")[2]
         return [
-            f"{field} {attrs_json[:80]!r} lacks {', '.join(missing)}: sway's {cls} "
-            f"carries it, e.g. {example}"
+            f"{field} {attrs_json[:80]!r} lacks {', '.join(missing)}: sway's ProbeError "
+            """carries the probe's name, e.g. {"probe": "logprob_of"}"""
         ]
     return []
