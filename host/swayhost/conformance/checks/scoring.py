@@ -150,8 +150,8 @@ def generate(ctx: Context) -> str:
         else:
             notes.append(repr(text))
     problems.raise_if_any()
-    counted = " (counted by rolling_logprob)" if ctx.caps.rolling_logprob else ""
-    return f"max_new_tokens={GENERATE_LIMIT} gave only new text{counted}: {', '.join(notes)}"
+    how = " (counted by rolling_logprob)" if ctx.caps.rolling_logprob else ""
+    return f"max_new_tokens={GENERATE_LIMIT} gave only new text{how}: {', '.join(notes)}"
 
 
 def _new_tokens(ctx: Context, text: str) -> int | str | None:
@@ -164,7 +164,7 @@ def _new_tokens(ctx: Context, text: str) -> int | str | None:
     if not ctx.caps.rolling_logprob:
         return None
     counts: dict[str, int] = {}
-    for whole in {ctx.prompt + text, ctx.prompt, text, ""}:
+    for whole in dict.fromkeys((ctx.prompt + text, ctx.prompt, text, "")):
         outcome = ctx.live.score(ViewKey.base(), RollingLogprobOp(whole))
         if isinstance(outcome, RpcFailure):
             if whole == "":
