@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,12 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dlm_sway.core.errors import ProbeError as SwayProbeError
 from rich.console import Console
 from swayhost.conformance import report
 from swayhost.conformance.checks import CHECKS
+from swayhost.conformance.checks.refusals import (
+    BAD_ARGUMENT,
+    EMPTY_COMPLETION,
+    NOT_LOADED,
+    REFUSALS,
+    UNSUPPORTED,
+    Refusal,
+    error_problems,
+)
 from swayhost.conformance.result import CheckResult, Report
+from swayhost.translate import rebuild_exception
+from swayworker.errors import classify
 from swayworker.hf.tiny import MAX_POSITIONS, VOCAB_SIZE, TinyModel
 from swayworker.hf.tiny_spm import SPM_VOCAB_SIZE
+from swayworker.results import ProbeError
 
 from tests.helpers import FAKE_WORKERS, plugin_pythonpath, require_node
 from tests.llamacpp_fixtures import Ggufs, LlamaCpp, llama_server
@@ -236,6 +251,254 @@ def test_kit_catches_a_broken_worker(flaw: str, check: str, message: str) -> Non
     assert message in run.detail(check)
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A worker mistake the kit once let through, and the failure it now reports."""
+
+    flaw: str
+    failing: frozenset[str]
+    check: str
+    message: str
+    """The check's whole detail, as a regular expression (the variable parts as patterns)."""
+
+
+ERRORS_BUT_NOT_LOADED = frozenset(
+    {"batch", *(name for name in ALL_CHECKS if name.startswith("error:"))}
+)
+FLOAT64 = (
+    "8 logprobs for 5 tokens; expected 4 (token i given tokens < i, none for the first); "
+    "logprobs has 8 bytes per value: arrays are float32 little-endian (4 bytes per logprob), "
+    "not float64"
+)
+SAME_IDENTITY = (
+    "' in another; it must be the same in every process that loads the same spec (no pid, "
+    "time or temp path in it): the host refuses a restarted worker whose identity changed, "
+    "and caches and journals are keyed on it"
+)
+GAPS = [
+    Gap(
+        "unstable-identity",
+        frozenset({"cache-identity"}),
+        "cache-identity",
+        re.escape("cache_identity is 'dummy:")
+        + r"\d+"
+        + re.escape("' in one process and 'dummy:")
+        + r"\d+"
+        + re.escape(SAME_IDENTITY),
+    ),
+    Gap(
+        "probe-as-value-error",
+        frozenset({"batch", "error:empty-completion"}),
+        "error:empty-completion",
+        re.escape(
+            "empty completion: sway-error-type is 'builtins.ValueError'; sway raises "
+            "dlm_sway.core.errors.ProbeError for this, and the host rebuilds that class only "
+            "when it is named: send 'dlm_sway.core.errors.ProbeError'"
+        ),
+    ),
+    Gap(
+        "unqualified-error-type",
+        ERRORS_BUT_NOT_LOADED,
+        "error:no-view",
+        re.escape(
+            "request without a view: sway-error-type 'ValueError' is not a qualified class "
+            "name; send 'builtins.ValueError'"
+        ),
+    ),
+    Gap(
+        "attrs-not-json",
+        frozenset({"batch", "error:empty-completion"}),
+        "error:empty-completion",
+        re.escape(
+            "empty completion: sway-error-attrs is not JSON (Expecting value): "
+            """'probe=logprob_of'; send {"probe": "logprob_of"}"""
+        ),
+    ),
+    Gap(
+        "no-loaded-spec",
+        frozenset({"loaded-spec"}),
+        "loaded-spec",
+        re.escape(
+            "Describe after Load has no loaded_spec; set it to the ModelSpec of the last "
+            "successful Load (a host attaching to a running worker learns what it serves from it)"
+        ),
+    ),
+    Gap(
+        "kind-changes",
+        frozenset({"worker-kind"}),
+        "worker-kind",
+        re.escape(
+            "worker_kind changes: 'broken-kind-changes' before Load, 'broken-kind-changes-loaded' "
+            "in Load's answer, 'broken-kind-changes-loaded' after Load; it names the worker, not "
+            "the model, so report one value from the first Describe on (the host keys its logs "
+            "and records on it)"
+        ),
+    ),
+    Gap(
+        "echo-prompt",
+        frozenset({"generate"}),
+        "generate",
+        "; ".join(
+            re.escape(
+                f"{view}/generate(max_new_tokens=1) returned 'The sky is {word}', 3 tokens by the "
+                "worker's own tokenizer (rolling_logprob of prompt + text, less the prompt's); "
+                "at most 1 (it starts with the prompt); return only the new text"
+            )
+            for view, word in (("base", "w44"), ("ft", "w40"))
+        ),
+    ),
+    Gap(
+        "too-many-tokens",
+        frozenset({"generate"}),
+        "generate",
+        "; ".join(
+            re.escape(
+                f"{view}/generate(max_new_tokens=1) returned '{words}', 2 tokens by the worker's "
+                "own tokenizer (rolling_logprob of prompt + text, less the prompt's); at most 1"
+            )
+            for view, words in (("base", "w44 w11 w38"), ("ft", "w40 w26 w5"))
+        ),
+    ),
+    Gap(
+        "float64-logprobs",
+        frozenset({"operations", "distribution"}),
+        "operations",
+        "; ".join(
+            re.escape(f"{view}/rolling_logprob: {FLOAT64}")
+            for view in ("base", "ft", "scaled(0.5)", "null(7, init_scale=0.02, rank=1.0)")
+        ),
+    ),
+    Gap(
+        "big-endian-ids",
+        frozenset({"distribution"}),
+        "distribution",
+        re.escape("base/next_token_dist: token ids outside [0, 64): [")
+        + r"\d+(, \d+){7}"
+        + re.escape(
+            "]; read as big-endian they are [44, 14, 28, 38, 23, 62, 34, 45]: write token_ids "
+            "as int64 little-endian; "
+        )
+        + ".*",
+    ),
+]
+
+
+@pytest.mark.parametrize("gap", GAPS, ids=[gap.flaw for gap in GAPS])
+def test_kit_fails_each_gap_the_host_relies_on(gap: Gap) -> None:
+    run = conformance("--", sys.executable, str(FAKE_WORKERS / "broken.py"), gap.flaw)
+    assert run.returncode == 1 and not run.report["passed"]
+    assert run.named("fail") == gap.failing, run.report["checks"]
+    assert re.fullmatch(gap.message, run.detail(gap.check)), run.detail(gap.check)
+
+
+def test_a_long_worker_message_is_cut_and_shown_once() -> None:
+    """A worker refusing every request with a 4016-character message (a wrong limit)."""
+    run = conformance("--", sys.executable, str(FAKE_WORKERS / "broken.py"), "long-errors")
+    details = [c["detail"] for c in run.report["checks"]]
+    assert sum(d.count("this model accepts at most 2 tokens") for d in details) == 1
+    assert "token 14 is 'w14'… [3716 more characters]" in run.detail("operations")
+    assert "[the same 4016-character message as above]" in run.detail("operations")
+    assert "[the same 4016-character message as in 'operations']" in run.detail("distribution")
+
+
+def test_a_refused_handshake_names_the_command_and_leaves_no_folder(tmp_path: Path) -> None:
+    command = [sys.executable, str(FAKE_WORKERS / "rejected_handshake.py")]
+    run = conformance("--", *command, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert run.status("cookie") == "pass"
+    assert run.detail("handshake").startswith(
+        f"worker {shlex.join(command)!r} printed an invalid handshake line: handshake version "
+        "2 is not supported (this host speaks 1); upgrade the older of host and worker."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("exception_type", "attrs", "refusal", "problems"),
+    [
+        ("swayworker.errors.UnsupportedOperation", "{}", UNSUPPORTED, []),
+        ("builtins.NotImplementedError", "{}", UNSUPPORTED, []),
+        (
+            "builtins.KeyError",
+            "{}",
+            UNSUPPORTED,
+            [
+                "sway-error-type is 'builtins.KeyError', so the host raises KeyError where sway "
+                "expects NotImplementedError; send 'builtins.NotImplementedError'"
+            ],
+        ),
+        (
+            "builtins.NoSuchError",
+            "{}",
+            NOT_LOADED,
+            [
+                "sway-error-type 'builtins.NoSuchError' names no class the host knows; "
+                "send 'builtins.RuntimeError'"
+            ],
+        ),
+        (
+            None,
+            None,
+            BAD_ARGUMENT,
+            [
+                "sway-error-type is absent; send 'builtins.ValueError' (the exception sway "
+                "raises for this)",
+                "sway-error-attrs is absent; send a JSON object: {}",
+            ],
+        ),
+        (
+            "dlm_sway.core.errors.ProbeError",
+            '{"probe": ""}',
+            EMPTY_COMPLETION,
+            [
+                """sway-error-attrs '{"probe": ""}' lacks probe: sway's ProbeError carries """
+                """the probe's name, e.g. {"probe": "logprob_of"}"""
+            ],
+        ),
+        ("dlm_sway.core.errors.ProbeError", '{"probe": "api.http"}', BAD_ARGUMENT, []),
+        (
+            "dlm_sway.core.errors.ProbeError",
+            "{}",
+            BAD_ARGUMENT,
+            [
+                "sway-error-attrs '{}' lacks probe: sway's ProbeError carries the probe's name, "
+                """e.g. {"probe": "logprob_of"}"""
+            ],
+        ),
+        (
+            "builtins.ValueError",
+            "[1]",
+            BAD_ARGUMENT,
+            ["sway-error-attrs is not a JSON object: '[1]'; send {}"],
+        ),
+    ],
+)
+def test_error_types_are_judged_by_the_hosts_own_rule(
+    exception_type: str | None, attrs: str | None, refusal: Refusal, problems: list[str]
+) -> None:
+    """A worker's own class passes (the host raises its class of the reason); a builtin or
+    sway class must be the one sway raises, with JSON attrs."""
+    assert error_problems(exception_type, attrs, refusal) == problems
+
+
+def test_the_sdk_sends_sways_probe_error_where_sway_is_not_installed() -> None:
+    """The MLX env has no dlm-sway: its ProbeError stand-in still reaches callers as sway's."""
+    wire = classify(ProbeError("logprob_of", "completion tokenized to zero tokens"))
+    assert (wire.exception_type, json.loads(wire.attrs_json)) == (
+        "dlm_sway.core.errors.ProbeError",
+        {"probe": "logprob_of"},
+    )
+    assert error_problems(wire.exception_type, wire.attrs_json, EMPTY_COMPLETION) == []
+    rebuilt = rebuild_exception(
+        reason="ERROR_REASON_BAD_ARGUMENT",
+        message=wire.message,
+        exception_type=wire.exception_type,
+        attrs_json=wire.attrs_json,
+        hint="",
+        worker="mlx",
+    )
+    assert isinstance(rebuilt, SwayProbeError) and rebuilt.probe == "logprob_of"
+
+
 def test_a_worker_that_dies_mid_run_fails_that_check_and_the_rest_say_why() -> None:
     run = conformance("--kind", "dummy", "--option", "crash_on=boom", "--prompt", "boom")
     assert run.returncode == 1
@@ -284,6 +547,36 @@ def test_bad_spec_arguments_exit_2(args: list[str], message: str) -> None:
     assert out.returncode == 2 and message in out.stderr
 
 
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "writing-a-worker.md"
+
+
 def test_the_guide_documents_every_check() -> None:
-    guide = (Path(__file__).resolve().parents[1] / "docs" / "writing-a-worker.md").read_text()
+    guide = GUIDE.read_text()
     assert [name for name in ALL_CHECKS if f"`{name}`" not in guide] == []
+
+
+def test_the_json_report_names_each_checks_section_of_the_guide() -> None:
+    headings = re.findall(r"^#+ (.+)$", GUIDE.read_text(), flags=re.MULTILINE)
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+    run = conformance("--kind", "dummy")
+    sections = {c["name"]: c["section"] for c in run.report["checks"]}
+    assert list(sections) == ALL_CHECKS
+    nowhere = {
+        name: section
+        for name, section in sections.items()
+        if not section.startswith("docs/writing-a-worker.md#")
+        or section.partition("#")[2] not in anchors
+    }
+    assert nowhere == {}
+    assert sections["cache-identity"] == "docs/writing-a-worker.md#4-describe-and-load"
+    assert sections["error:top-k"] == "docs/writing-a-worker.md#6-errors"
+
+
+def test_the_guide_prints_the_error_table_the_kit_checks() -> None:
+    guide = GUIDE.read_text()
+
+    def types(refusal: Refusal) -> str:
+        return " or ".join(f"`{name}`" for name in (refusal.exception_type, *refusal.also))
+
+    rows = [f"| {what} | `{r.reason_name}` | {types(r)} |" for what, r in REFUSALS]
+    assert [row for row in rows if row not in guide] == []

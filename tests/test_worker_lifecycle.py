@@ -202,6 +202,14 @@ def test_invalid_handshake_is_a_clear_error() -> None:
     assert time.monotonic() - started < 10
 
 
+def test_a_refused_handshake_leaves_no_socket_folder(tmp_path: Path) -> None:
+    """The worker is killed for its line, so the host removes the folder the line names."""
+    worker = fake_worker("rejected_handshake.py", env={"TMPDIR": str(tmp_path)})
+    with pytest.raises(WorkerStartError, match="handshake version 2 is not supported"):
+        swayhost.spawn(ModelSpec(kind="dummy", base="x", worker=worker))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_wrong_protocol_version_is_a_clear_error() -> None:
     with pytest.raises(WorkerStartError, match="contract version 99 is not supported"):
         swayhost.spawn(ModelSpec(kind="dummy", base="x", worker=fake_worker("wrong_version.py")))

@@ -33,6 +33,7 @@ import grpc
 from swayworker.protocol import (
     DETACHED_ENV,
     FRAMES_ENV,
+    FRAMES_PREFIX,
     HOST_PID_ENV,
     MAGIC_COOKIE_KEY,
     MAGIC_COOKIE_VALUE,
@@ -110,6 +111,8 @@ class WorkerProcess:
         self._threads: list[threading.Thread] = []
         self._handshake_lines: queue.Queue[str | None] = queue.Queue()
         self.handshake: Handshake | None = None
+        self._rejected_line = ""
+        """A handshake line refused: the socket folder it names is removed with the worker."""
         self._logger = logging.getLogger(f"swayhost.worker.{name}")
 
     # -- start -------------------------------------------------------------
@@ -224,6 +227,7 @@ class WorkerProcess:
                 try:
                     return parse_handshake(line, loopback_only=self.loopback_only)
                 except HandshakeError as exc:
+                    self._rejected_line = line
                     raise WorkerStartError(
                         f"worker {self.name!r} printed an invalid handshake line: {exc}. "
                         "A worker must print 'CORE|PROTOCOL|unix|ADDRESS|grpc' as its first "
@@ -343,6 +347,8 @@ class WorkerProcess:
                 stream.close()
         if self.handshake is not None and self.handshake.network == "unix":
             remove_socket_folder(self.handshake.address)
+        for path in socket_paths_in(self._rejected_line):
+            remove_socket_folder(path)
 
 
 def log_tail(path: Path, lines: int) -> list[str]:
@@ -361,6 +367,16 @@ def excerpt(tail: list[str]) -> str:
     if not tail:
         return ""
     return "\nLast stderr lines:\n  " + "\n  ".join(tail)
+
+
+def socket_paths_in(line: str) -> list[str]:
+    """The absolute paths in a handshake line the host refused (address, ``frames:`` field).
+
+    The worker is killed before it can clean up, so its private folder would
+    be left behind; ``remove_socket_folder`` removes only a ``swayworker-*`` one.
+    """
+    fields = (f.strip().removeprefix(FRAMES_PREFIX) for f in line.split("|"))
+    return [f for f in fields if f.startswith("/")]
 
 
 def remove_socket_folder(socket_path: str) -> None:

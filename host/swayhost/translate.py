@@ -126,7 +126,17 @@ def rebuild_exception(
     return exc
 
 
-def _named_exception(exception_type: str, message: str, attrs_json: str) -> Exception | None:
+def nameable(exception_type: str) -> bool:
+    """Whether ``exception_type`` lies in a module whose classes the host rebuilds by name."""
+    return exception_type.rpartition(".")[0] in _NAMEABLE_MODULES
+
+
+def named_class(exception_type: str) -> type[Exception] | None:
+    """The exception class the host rebuilds for ``exception_type``, None when it cannot.
+
+    The conformance kit asks it too, so it judges a worker's names by the
+    host's own rule rather than a copy of it.
+    """
     module_name, _, class_name = exception_type.rpartition(".")
     if module_name not in _NAMEABLE_MODULES:
         return None
@@ -137,6 +147,13 @@ def _named_exception(exception_type: str, message: str, attrs_json: str) -> Exce
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
         return None
+    return cls
+
+
+def _named_exception(exception_type: str, message: str, attrs_json: str) -> Exception | None:
+    cls = named_class(exception_type)
+    if cls is None:
+        return None
     exc: Exception = cls.__new__(cls)
     Exception.__init__(exc, message)
     for key, value in _attrs(attrs_json).items():
@@ -144,7 +161,7 @@ def _named_exception(exception_type: str, message: str, attrs_json: str) -> Exce
             setattr(exc, key, value)
         except AttributeError:
             continue
-    if not hasattr(exc, "source") and class_name == "SpecValidationError":
+    if not hasattr(exc, "source") and cls.__name__ == "SpecValidationError":
         exc.source = None  # type: ignore[attr-defined]
     return exc
 

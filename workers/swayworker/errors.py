@@ -89,7 +89,7 @@ def classify(exc: BaseException) -> WireError:
     return WireError(
         reason=reason,
         message=str(exc) or type(exc).__name__,
-        exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        exception_type=_wire_type(exc),
         attrs_json=json.dumps(_simple_attrs(exc)),
         hint=hint,
     )
@@ -117,6 +117,14 @@ def _reason_of(exc: BaseException, names: set[str]) -> int:
     if isinstance(exc, ValueError | TypeError | KeyError | IndexError) or "ProbeError" in names:
         return pb.ERROR_REASON_BAD_ARGUMENT
     return pb.ERROR_REASON_INTERNAL
+
+
+def _wire_type(exc: BaseException) -> str:
+    """The qualified class name the host rebuilds: a stand-in's ``wire_type`` names sway's class."""
+    wire_type = getattr(type(exc), "wire_type", None)
+    if isinstance(wire_type, str):
+        return wire_type
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
 
 
 def _install_hint(exc: BaseException) -> str:

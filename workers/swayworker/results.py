@@ -103,16 +103,32 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class ProbeError(ValueError):
+    """sway's ``ProbeError`` where dlm-sway is not installed (an isolated MLX env, say).
+
+    It goes on the wire under sway's name, with its ``probe`` attribute, so
+    the host raises sway's own class either way: a caller's
+    ``except ProbeError`` must not depend on the worker's environment.
+    """
+
+    wire_type = "dlm_sway.core.errors.ProbeError"
+
+    def __init__(self, probe: str, message: str) -> None:
+        super().__init__(f"probe {probe!r}: {message}")
+        self.probe = probe
+
+
 def probe_error(probe: str, message: str) -> Exception:
     """The exception sway raises for a scoring input it cannot serve.
 
     sway's HF backend raises ``ProbeError`` (e.g. a completion that
-    tokenizes to zero tokens); without sway a ``ValueError`` carries the
-    same message, and both map to ``ERROR_REASON_BAD_ARGUMENT``.
+    tokenizes to zero tokens); without sway the stand-in above carries the
+    same message, name and attributes, and both map to
+    ``ERROR_REASON_BAD_ARGUMENT``.
     """
     try:
-        from dlm_sway.core.errors import ProbeError
+        from dlm_sway.core.errors import ProbeError as SwayProbeError
     except ImportError:
-        return ValueError(f"probe {probe!r}: {message}")
-    error: Exception = ProbeError(probe, message)
+        return ProbeError(probe, message)
+    error: Exception = SwayProbeError(probe, message)
     return error

@@ -121,6 +121,9 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             self._spec.CopyFrom(spec)
         elif self._backend is None:
             raise NotLoaded("this worker has no backend and no loader")
+        elif self._loader is None:  # served as given: Load only records what it serves
+            self._spec = pb.ModelSpec()
+            self._spec.CopyFrom(spec)
 
     # -- scoring -----------------------------------------------------------
 

@@ -59,11 +59,14 @@ class CheckResult:
     status: Status
     detail: str
     seconds: float
+    section: str = ""
+    """Where the worker-author guide states the rule, e.g. ``docs/writing-a-worker.md#6-errors``."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "title": self.title,
+            "section": self.section,
             "status": self.status,
             "detail": self.detail,
             "seconds": round(self.seconds, 3),

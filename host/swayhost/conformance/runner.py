@@ -9,8 +9,10 @@ identical "unavailable" errors.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from swayhost.conformance.checks import CHECKS, Check
 from swayhost.conformance.checks.context import DEFAULT_COMPLETION, DEFAULT_PROMPT, Context
@@ -29,7 +31,7 @@ def run(
     progress: Progress | None = None,
 ) -> Report:
     """Run the whole kit against ``spec``'s worker (``spec.worker.command`` or built-in)."""
-    ctx = Context(spec=spec, prompt=prompt, completion=completion)
+    ctx = Context(spec=named(spec), prompt=prompt, completion=completion)
     report = Report(worker=spec.worker.argv(spec.kind))
     gone: str | None = None
     try:
@@ -41,18 +43,31 @@ def run(
     finally:
         if ctx.worker is not None:
             report.transport = ctx.worker.connection.transport
-            ctx.worker.close()
+        ctx.close()
     described = ctx.loaded or ctx.started
     report.worker_kind = described.worker_kind if described is not None else ""
     return report
+
+
+def named(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with its worker named after its command, when it has one and no name.
+
+    Messages name the worker: by default that is the spec's kind, which for
+    a command under test is only the kind it is asked to Load ('dummy').
+    """
+    options = spec.worker
+    if options.name or not options.command:
+        return spec
+    return replace(spec, worker=replace(options, name=shlex.join(options.command)))
 
 
 def _run_one(check: Check, ctx: Context, gone: str | None) -> tuple[CheckResult, str | None]:
     """Run ``check``; also return why the worker is gone, once it is."""
     unmet = _unmet(check, ctx, gone)
     if unmet:
-        return CheckResult(check.name, check.title, "skip", unmet, 0.0), gone
+        return CheckResult(check.name, check.title, "skip", unmet, 0.0, check.section), gone
     started = time.monotonic()
+    ctx.excerpts.check = check.name
     status: Status = "pass"
     try:
         detail = check.run(ctx)
@@ -70,7 +85,7 @@ def _run_one(check: Check, ctx: Context, gone: str | None) -> tuple[CheckResult,
         status = "fail"
         detail = f"{detail}; {gone}{worker.process.stderr_excerpt(5)}"
     seconds = time.monotonic() - started
-    return CheckResult(check.name, check.title, status, detail, seconds), gone
+    return CheckResult(check.name, check.title, status, detail, seconds, check.section), gone
 
 
 def _exited(worker: WorkerUnderTest, status: Status) -> bool:

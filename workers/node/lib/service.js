@@ -148,6 +148,8 @@ class Backend {
         adapter_path: this.spec?.adapter ?? '',
       },
       safe_for_concurrent_views: true,
+      // The spec of the last Load, so a host attaching to this worker learns what it serves.
+      loaded_spec: this.spec ?? undefined,
     };
   }
 

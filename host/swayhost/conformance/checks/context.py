@@ -21,7 +21,8 @@ from swayworker.codec import (
 )
 
 from swayhost.conformance.result import CheckFailed
-from swayhost.conformance.session import RpcFailure, WorkerUnderTest, score_request
+from swayhost.conformance.session import Excerpts, RpcFailure, WorkerUnderTest, score_request
+from swayhost.errors import SwayHostError
 from swayhost.spec import ModelSpec
 
 TOP_K = 8
@@ -51,6 +52,12 @@ class Context:
     """The description Load returned."""
     answers: list[tuple[Labelled, pb.ScoreResponse]] = field(default_factory=list)
     """The determinism check's answers, to compare a fresh worker process with."""
+    twin: WorkerUnderTest | None = None
+    """A second process of the worker, started and loaded by ``second_process``."""
+    twin_loaded: pb.DescribeResponse | None = None
+    twin_failure: str = ""
+    excerpts: Excerpts = field(default_factory=Excerpts)
+    """Shows each long worker message once in the whole report."""
 
     # -- what the worker claims ---------------------------------------------
 
@@ -106,6 +113,35 @@ class Context:
         return ops[0]
 
     # -- shared probes --------------------------------------------------------
+
+    def second_process(self) -> tuple[WorkerUnderTest, pb.DescribeResponse]:
+        """A second worker process given the same spec, loaded: what a restart gets.
+
+        Started once and shared by the checks that compare it with the
+        first (cache identity, bytes); the runner stops it at the end.
+        """
+        if self.twin_failure:
+            raise CheckFailed(self.twin_failure)
+        if self.twin is not None and self.twin_loaded is not None:
+            return self.twin, self.twin_loaded
+        self.twin = WorkerUnderTest(self.spec, self.excerpts)
+        try:
+            self.twin.start()
+        except SwayHostError as exc:
+            self.twin_failure = f"a second process did not start: {exc}"
+            raise CheckFailed(self.twin_failure) from None
+        loaded = self.twin.rpc("Load", pb.LoadRequest(spec=self.spec.to_proto()))
+        if isinstance(loaded, RpcFailure):
+            self.twin_failure = f"the second process failed Load: {loaded}"
+            raise CheckFailed(self.twin_failure)
+        self.twin_loaded = loaded.description
+        return self.twin, loaded.description
+
+    def close(self) -> None:
+        """Stop every worker process this run started."""
+        for worker in (self.worker, self.twin):
+            if worker is not None:
+                worker.close()
 
     def still_serving(self) -> str | None:
         """A problem message when an ordinary request no longer succeeds."""

@@ -1,11 +1,13 @@
 """Checks of how the worker says no: before Load, for what it does not
 advertise, and for bad input.
 
-The host turns a worker's status code and ``sway-error-reason`` metadata
-back into the exception an in-process backend raises (``ValueError`` for a
-bad argument, ``NotImplementedError`` for a missing capability), so sway's
-own ``except`` clauses only work if every worker answers with the right
-pair. A bad request must also leave the worker serving.
+The host turns a worker's status code, ``sway-error-reason``,
+``sway-error-type`` and ``sway-error-attrs`` back into the exception an
+in-process backend raises (``ProbeError`` for a completion of no tokens,
+``ValueError`` for another bad argument, ``NotImplementedError`` for a
+missing capability), so sway's own ``except`` clauses only work if every
+worker answers with all four right (``refusals`` has the table). A bad
+request must also leave the worker serving.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from swayworker.codec import (
     RollingLogprobOp,
     ViewKey,
 )
-from swayworker.errors import GRPC_CODE_OF_REASON
 
 from swayhost.conformance.checks.context import (
     NULL,
@@ -29,6 +30,14 @@ from swayhost.conformance.checks.context import (
     Context,
     label,
     without_view,
+)
+from swayhost.conformance.checks.refusals import (
+    BAD_ARGUMENT,
+    EMPTY_COMPLETION,
+    NOT_LOADED,
+    UNSUPPORTED,
+    Refusal,
+    refusal_problems,
 )
 from swayhost.conformance.result import CheckSkipped, Problems
 from swayhost.conformance.session import RpcFailure, score_request
@@ -39,34 +48,24 @@ LONG_PROMPT_CHARS = 64 * 1024
 """The 'very long prompt' sent when the worker states no limit."""
 
 
-def _refusal_problems(outcome: object, reason: int, what: str) -> list[str]:
-    """``outcome`` must be the status code of ``reason`` with that reason in the metadata."""
-    code = GRPC_CODE_OF_REASON[reason]
-    name = pb.ErrorReason.Name(reason)  # type: ignore[arg-type]
-    if not isinstance(outcome, RpcFailure):
-        return [f"{what}: answered OK; expected {code.name} ({name})"]
-    if outcome.code != code:
-        return [f"{what}: {outcome}; expected {code.name} ({name})"]
-    if outcome.reason != name:
-        got = repr(outcome.reason) if outcome.reason else "absent"
-        return [f"{what}: trailing metadata sway-error-reason is {got}; expected {name}"]
-    if not outcome.details:
-        return [f"{what}: the status carries no message"]
-    return []
-
-
-def _bad_input(ctx: Context, cases: list[tuple[str, pb.ScoreRequest]]) -> str:
-    """Each request must fail with INVALID_ARGUMENT / BAD_ARGUMENT, and the worker go on."""
+def _bad_input(
+    ctx: Context, cases: list[tuple[str, pb.ScoreRequest]], expected: Refusal = BAD_ARGUMENT
+) -> str:
+    """Each request must fail with INVALID_ARGUMENT / BAD_ARGUMENT and the exception type
+    sway raises, and the worker go on."""
     problems = Problems()
     for what, message in cases:
         outcome = ctx.live.rpc("Score", message)
-        problems.extend(_refusal_problems(outcome, pb.ERROR_REASON_BAD_ARGUMENT, what))
+        problems.extend(refusal_problems(outcome, expected, what))
     still = ctx.still_serving()
     if still:
         problems.add(still)
     problems.raise_if_any()
     sent = ", ".join(what for what, _ in cases)
-    return f"{sent}: INVALID_ARGUMENT with ERROR_REASON_BAD_ARGUMENT; still serving afterwards"
+    return (
+        f"{sent}: INVALID_ARGUMENT with ERROR_REASON_BAD_ARGUMENT and "
+        f"{expected.exception_type}; still serving afterwards"
+    )
 
 
 def not_loaded(ctx: Context) -> str:
@@ -76,9 +75,9 @@ def not_loaded(ctx: Context) -> str:
         raise CheckSkipped("the worker reports a model loaded before Load")
     outcome = ctx.live.score(ViewKey.base(), LogprobOf(ctx.prompt, ctx.completion))
     problems = Problems()
-    problems.extend(_refusal_problems(outcome, pb.ERROR_REASON_NOT_LOADED, "score before Load"))
+    problems.extend(refusal_problems(outcome, NOT_LOADED, "score before Load"))
     problems.raise_if_any()
-    return "FAILED_PRECONDITION with ERROR_REASON_NOT_LOADED"
+    return "FAILED_PRECONDITION with ERROR_REASON_NOT_LOADED and a RuntimeError"
 
 
 def unimplemented(ctx: Context) -> str:
@@ -100,7 +99,7 @@ def unimplemented(ctx: Context) -> str:
     problems = Problems()
     for what, method, message in cases:
         outcome = ctx.live.rpc(method, message)
-        problems.extend(_refusal_problems(outcome, pb.ERROR_REASON_UNSUPPORTED, what))
+        problems.extend(refusal_problems(outcome, UNSUPPORTED, what))
     problems.raise_if_any()
     return f"refused {', '.join(what for what, _, _ in cases)} with UNIMPLEMENTED"
 
@@ -110,7 +109,8 @@ def empty_completion(ctx: Context) -> str:
     if not ctx.caps.logprob_of:
         raise CheckSkipped("logprob_of is not advertised")
     op = LogprobOf(ctx.prompt, "")
-    return _bad_input(ctx, [("empty completion", score_request(ViewKey.ft(), op))])
+    cases = [("empty completion", score_request(ViewKey.ft(), op))]
+    return _bad_input(ctx, cases, EMPTY_COMPLETION)
 
 
 def bad_top_k(ctx: Context) -> str:
@@ -165,7 +165,7 @@ def oversized_prompt(ctx: Context) -> str:
     outcome = ctx.live.score(ViewKey.base(), op)
     problems = Problems()
     if isinstance(outcome, RpcFailure):
-        problems.extend(_refusal_problems(outcome, pb.ERROR_REASON_BAD_ARGUMENT, what))
+        problems.extend(refusal_problems(outcome, BAD_ARGUMENT, what))
     still = ctx.still_serving()
     if still:
         problems.add(still)

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import text_format
 from grpc_health.v1 import health_pb2
 from swayplugin.v1 import backend_pb2 as pb
 from swayworker.codec import OPS
@@ -94,7 +95,7 @@ def cookie(ctx: Context) -> str:
 
 def handshake(ctx: Context) -> str:
     """Start the worker the host's way: handshake line, connect, health 'plugin', Describe."""
-    worker = WorkerUnderTest(ctx.spec)
+    worker = WorkerUnderTest(ctx.spec, ctx.excerpts)
     try:
         ctx.started = worker.start()
     except SwayHostError as exc:
@@ -176,6 +177,73 @@ def describe(ctx: Context) -> str:
         f"{loaded.worker_kind} on {loaded.runtime.runtime}; protocols {list(caps.protocols)}; "
         f"operations {ops}"
     )
+
+
+def worker_kind(ctx: Context) -> str:
+    """worker_kind is the same before Load, in Load's answer and in Describe after Load."""
+    fresh = ctx.live.rpc("Describe", pb.DescribeRequest())
+    if isinstance(fresh, RpcFailure):
+        raise CheckFailed(f"Describe after Load failed: {fresh}")
+    assert ctx.started is not None and ctx.loaded is not None
+    kinds = {
+        "before Load": ctx.started.worker_kind,
+        "in Load's answer": ctx.loaded.worker_kind,
+        "after Load": fresh.worker_kind,
+    }
+    if len(set(kinds.values())) > 1:
+        seen = ", ".join(f"{kind!r} {when}" for when, kind in kinds.items())
+        raise CheckFailed(
+            f"worker_kind changes: {seen}; it names the worker, not the model, so report "
+            "one value from the first Describe on (the host keys its logs and records on it)"
+        )
+    return f"{fresh.worker_kind!r} throughout"
+
+
+def loaded_spec(ctx: Context) -> str:
+    """Describe after Load reports the spec it loaded in loaded_spec."""
+    fresh = ctx.live.rpc("Describe", pb.DescribeRequest())
+    if isinstance(fresh, RpcFailure):
+        raise CheckFailed(f"Describe after Load failed: {fresh}")
+    sent = ctx.spec.to_proto()
+    if not fresh.HasField("loaded_spec"):
+        raise CheckFailed(
+            "Describe after Load has no loaded_spec; set it to the ModelSpec of the last "
+            "successful Load (a host attaching to a running worker learns what it serves from it)"
+        )
+    if fresh.loaded_spec != sent:
+        raise CheckFailed(
+            f"loaded_spec is {_one_line(fresh.loaded_spec)} but Load was sent "
+            f"{_one_line(sent)}; report the spec as Loaded"
+        )
+    return f"loaded_spec = {_one_line(sent)}"
+
+
+def cache_identity(ctx: Context) -> str:
+    """A second process loading the same spec reports the same cache_identity and capabilities."""
+    assert ctx.loaded is not None
+    _, again = ctx.second_process()
+    first, second = ctx.loaded.model.cache_identity, again.model.cache_identity
+    problems = Problems()
+    problems.expect(
+        first == second,
+        f"cache_identity is {first!r} in one process and {second!r} in another; it must be "
+        "the same in every process that loads the same spec (no pid, time or temp path in "
+        "it): the host refuses a restarted worker whose identity changed, and caches and "
+        "journals are keyed on it",
+    )
+    problems.expect(
+        ctx.loaded.capabilities == again.capabilities,
+        "the capabilities differ between two processes loading the same spec; the host "
+        "refuses a restarted worker that advertises other capabilities",
+    )
+    problems.raise_if_any()
+    shown = repr(first) if first else "'' (none: the host derives one from the spec)"
+    return f"{shown} in both processes, with the same capabilities"
+
+
+def _one_line(spec: pb.ModelSpec) -> str:
+    text = text_format.MessageToString(spec, as_one_line=True)
+    return "{" + text + "}" if text else "{} (empty)"
 
 
 def _identity_problems(described: pb.DescribeResponse, pid: int) -> list[str]:

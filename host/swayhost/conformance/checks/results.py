@@ -67,11 +67,15 @@ def shape_problems(op: Op, response: pb.ScoreResponse) -> list[str]:
             return problems
         n_ids, n_lps = len(r.token_ids) // 8, len(r.logprobs) // 4
         if n_ids != r.num_tokens:
-            problems.append(f"num_tokens is {r.num_tokens} but token_ids holds {n_ids} ids")
-        if n_lps != max(n_ids - 1, 0):
+            problems.append(
+                f"num_tokens is {r.num_tokens} but token_ids holds {n_ids} ids"
+                + _width_hint(len(r.token_ids), r.num_tokens, len(r.logprobs), -1)
+            )
+        elif n_lps != max(n_ids - 1, 0):
             problems.append(
                 f"{n_lps} logprobs for {n_ids} tokens; expected {max(n_ids - 1, 0)} "
                 "(token i given tokens < i, none for the first)"
+                + _width_hint(len(r.token_ids), -1, len(r.logprobs), max(n_ids - 1, 0))
             )
         return problems
     if isinstance(op, NextTokenDist):
@@ -82,11 +86,27 @@ def shape_problems(op: Op, response: pb.ScoreResponse) -> list[str]:
         n_ids, n_lps = len(d.token_ids) // 8, len(d.logprobs) // 4
         limit = d.clamped_top_k if 0 < d.clamped_top_k < op.top_k else op.top_k
         if n_ids != n_lps:
-            problems.append(f"{n_ids} token_ids but {n_lps} logprobs")
+            problems.append(
+                f"{n_ids} token_ids but {n_lps} logprobs"
+                + _width_hint(len(d.token_ids), n_lps, len(d.logprobs), n_ids)
+            )
+            return problems
         if not 1 <= n_ids <= limit:
             problems.append(f"{n_ids} entries for top_k={op.top_k}; expected 1..{limit}")
         return problems
     return []
+
+
+def _width_hint(id_bytes: int, ids_wanted: int, logprob_bytes: int, logprobs_wanted: int) -> str:
+    """Why the counts disagree when an array has the wrong element width (-1: unknown count)."""
+    if logprobs_wanted > 0 and logprob_bytes == 8 * logprobs_wanted:
+        return (
+            "; logprobs has 8 bytes per value: arrays are float32 little-endian "
+            "(4 bytes per logprob), not float64"
+        )
+    if ids_wanted > 0 and id_bytes == 4 * ids_wanted:
+        return "; token_ids has 4 bytes per id: arrays are int64 little-endian (8 bytes), not int32"
+    return " (arrays are little-endian: token_ids int64, 8 bytes each; logprobs float32, 4 bytes)"
 
 
 def value_problems(op: Op, response: pb.ScoreResponse, vocab_size: int) -> list[str]:
@@ -99,7 +119,7 @@ def value_problems(op: Op, response: pb.ScoreResponse, vocab_size: int) -> list[
     if isinstance(op, RollingLogprobOp):
         r = response.rolling
         lps = logprobs_of(r.logprobs)
-        problems = _logprob_problems(lps, "rolling logprobs")
+        problems = _logprob_problems(lps, "rolling logprobs", r.logprobs)
         total = float(lps.sum()) if lps.size else 0.0
         if not math.isclose(r.total_logprob, total, rel_tol=1e-4, abs_tol=1e-3):
             problems.append(f"total_logprob {r.total_logprob!r} != sum of logprobs {total!r}")
@@ -113,7 +133,7 @@ def value_problems(op: Op, response: pb.ScoreResponse, vocab_size: int) -> list[
 def dist_problems(d: pb.TokenDistResult, advertised_vocab: int) -> list[str]:
     """Descending finite logprobs, unique in-vocabulary ids, and a tail that adds up."""
     ids, lps = ids_of(d.token_ids), logprobs_of(d.logprobs)
-    problems = _logprob_problems(lps, "top-k logprobs")
+    problems = _logprob_problems(lps, "top-k logprobs", d.logprobs)
     if d.vocab_size <= 0:
         problems.append(f"vocab_size is {d.vocab_size}; it must be the vocabulary's size")
     elif advertised_vocab and d.vocab_size != advertised_vocab:
@@ -152,18 +172,31 @@ def _tail_problems(d: pb.TokenDistResult, lps: NDArray[np.float64]) -> list[str]
     return []
 
 
-def _logprob_problems(lps: NDArray[np.float64], what: str) -> list[str]:
+def _logprob_problems(lps: NDArray[np.float64], what: str, raw: bytes) -> list[str]:
     problems = []
     if not np.all(np.isfinite(lps)):
         problems.append(f"{what} contain non-finite values: {_preview(lps)}")
     elif np.any(lps > LOGPROB_EPS):
         problems.append(f"{what} contain values > 0: {_preview(lps)}")
+    swapped = np.frombuffer(raw, dtype=_LOGPROBS.newbyteorder(">")).astype(np.float64)
+    if problems and np.all(np.isfinite(swapped)) and np.all(swapped <= LOGPROB_EPS):
+        problems[-1] += (
+            f"; read as big-endian they are {_preview(swapped)}: write logprobs as "
+            "float32 little-endian"
+        )
     return problems
 
 
 def _id_range_problems(ids: NDArray[np.int64], vocab_size: int) -> list[str]:
     if vocab_size > 0 and ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-        return [f"token ids outside [0, {vocab_size}): {_preview(ids)}"]
+        problem = f"token ids outside [0, {vocab_size}): {_preview(ids)}"
+        swapped = ids.byteswap()
+        if swapped.min() >= 0 and swapped.max() < vocab_size:
+            problem += (
+                f"; read as big-endian they are {_preview(swapped)}: write token_ids as "
+                "int64 little-endian"
+            )
+        return [problem]
     return []
 
 

@@ -27,6 +27,12 @@ from swayhost.conformance.checks.context import (
     label,
     without_view,
 )
+from swayhost.conformance.checks.refusals import (
+    BAD_ARGUMENT,
+    EMPTY_COMPLETION,
+    Refusal,
+    item_error_problems,
+)
 from swayhost.conformance.checks.results import (
     difference,
     identical,
@@ -34,11 +40,12 @@ from swayhost.conformance.checks.results import (
     value_problems,
 )
 from swayhost.conformance.result import CheckFailed, CheckSkipped, Problems
-from swayhost.conformance.session import RpcFailure, WorkerUnderTest, score_request
-from swayhost.errors import SwayHostError
+from swayhost.conformance.session import RpcFailure, score_request
 
 FULL_VOCAB_MAX = 4096
 """Ask for the whole vocabulary as top-k only up to this size (the answer stays small)."""
+GENERATE_LIMIT = 1
+"""max_new_tokens of the generate check: one token cannot hold the prompt as well."""
 CONCURRENT_THREADS = 8
 CONCURRENT_ROUNDS = 3
 
@@ -109,6 +116,66 @@ def _full_vocab_k(ctx: Context) -> int:
     return vocab
 
 
+def generate(ctx: Context) -> str:
+    """generate returns only the new text, of at most max_new_tokens tokens."""
+    if not ctx.caps.generate:
+        raise CheckSkipped("generate is not advertised")
+    problems = Problems()
+    notes = []
+    for view in (ViewKey.base(), ViewKey.ft()):
+        op = Generate(ctx.prompt, GENERATE_LIMIT)
+        name = f"{label(view, op)}(max_new_tokens={GENERATE_LIMIT})"
+        outcome = ctx.live.score(view, op)
+        if isinstance(outcome, RpcFailure):
+            problems.add(f"{name}: {outcome}")
+            continue
+        shape = shape_problems(op, outcome)
+        if shape:
+            problems.extend(shape, f"{name}: ")
+            continue
+        text = outcome.text
+        echo = bool(ctx.prompt) and text.startswith(ctx.prompt)
+        fix = "; return only the new text" if echo else ""
+        counted = _new_tokens(ctx, text)
+        if isinstance(counted, str):
+            problems.add(f"{name}: cannot count the tokens of {text!r}: {counted}")
+        elif counted is not None and counted > GENERATE_LIMIT:
+            problems.add(
+                f"{name} returned {text!r}, {counted} tokens by the worker's own tokenizer "
+                f"(rolling_logprob of prompt + text, less the prompt's); at most "
+                f"{GENERATE_LIMIT}{' (it starts with the prompt)' if echo else ''}{fix}"
+            )
+        elif echo:
+            problems.add(f"{name} returned {text!r}, which starts with the prompt{fix}")
+        else:
+            notes.append(repr(text))
+    problems.raise_if_any()
+    how = " (counted by rolling_logprob)" if ctx.caps.rolling_logprob else ""
+    return f"max_new_tokens={GENERATE_LIMIT} gave only new text{how}: {', '.join(notes)}"
+
+
+def _new_tokens(ctx: Context, text: str) -> int | str | None:
+    """How many tokens ``text`` is, counted by the worker itself; the smaller of two counts.
+
+    Tokens of prompt + text less the prompt's (a merge across the seam lowers
+    it) and of the text alone less those of '' (a BOS token). None when the
+    worker cannot count (no rolling_logprob); a message when counting failed.
+    """
+    if not ctx.caps.rolling_logprob:
+        return None
+    counts: dict[str, int] = {}
+    for whole in dict.fromkeys((ctx.prompt + text, ctx.prompt, text, "")):
+        outcome = ctx.live.score(ViewKey.base(), RollingLogprobOp(whole))
+        if isinstance(outcome, RpcFailure):
+            if whole == "":
+                counts[whole] = 0  # may be refused: fewer than 2 tokens
+                continue
+            return f"rolling_logprob({whole!r}): {outcome}"
+        counts[whole] = outcome.rolling.num_tokens
+    after_prompt = counts[ctx.prompt + text] - counts[ctx.prompt]
+    return min(after_prompt, counts[text] - counts[""])
+
+
 def determinism(ctx: Context) -> str:
     """The same request twice gives the same bytes (seeded sampling included)."""
     requests = ctx.requests()
@@ -136,41 +203,32 @@ def restart(ctx: Context) -> str:
     """A second worker process, given the same spec, answers with the same bytes."""
     if not ctx.answers:
         raise CheckSkipped("the determinism check recorded no answers to compare with")
-    twin = WorkerUnderTest(ctx.spec)
-    try:
-        try:
-            twin.start()
-        except SwayHostError as exc:
-            raise CheckFailed(f"a second process did not start: {exc}") from None
-        loaded = twin.rpc("Load", pb.LoadRequest(spec=ctx.spec.to_proto()))
-        if isinstance(loaded, RpcFailure):
-            raise CheckFailed(f"the second process failed Load: {loaded}")
-        problems = Problems()
-        for (name, view, op), answer in ctx.answers:
-            outcome = twin.score(view, op)
-            if isinstance(outcome, RpcFailure):
-                problems.add(f"{name}: {outcome}")
-            elif not identical(answer, outcome):
-                how = difference(answer, outcome) or "they differ in the last bits"
-                problems.add(f"{name}: a fresh process gave different bytes ({how})")
-        problems.raise_if_any()
-    finally:
-        twin.close()
+    twin, _ = ctx.second_process()
+    problems = Problems()
+    for (name, view, op), answer in ctx.answers:
+        outcome = twin.score(view, op)
+        if isinstance(outcome, RpcFailure):
+            problems.add(f"{name}: {outcome}")
+        elif not identical(answer, outcome):
+            how = difference(answer, outcome) or "they differ in the last bits"
+            problems.add(f"{name}: a fresh process gave different bytes ({how})")
+    problems.raise_if_any()
     return f"{len(ctx.answers)} answers byte-identical from a second process"
 
 
 def batch(ctx: Context) -> str:
     """ScoreBatch answers in order; bad items fail alone, good ones equal single calls."""
     good = ctx.any_op()
-    items: list[tuple[str, pb.ScoreRequest, Op | None]] = [
+    items: list[tuple[str, pb.ScoreRequest, Op | Refusal]] = [
         ("base request", score_request(ViewKey.base(), good), good),
-        ("request without a view", without_view(good), None),
+        ("request without a view", without_view(good), BAD_ARGUMENT),
         ("ft request", score_request(ViewKey.ft(), good), good),
     ]
     bad = _bad_op(ctx)
     if bad is not None:
+        op, refusal = bad
         items.append(
-            (f"bad {label(ViewKey.base(), bad)}", score_request(ViewKey.base(), bad), None)
+            (f"bad {label(ViewKey.base(), op)}", score_request(ViewKey.base(), op), refusal)
         )
     last = ctx.views()[-1]
     items.append((f"{last.label()} request", score_request(last, good), good))
@@ -180,15 +238,16 @@ def batch(ctx: Context) -> str:
     if len(response.items) != len(items):
         raise CheckFailed(f"{len(response.items)} results for {len(items)} requests")
     problems = Problems()
-    for (name, message, op), item in zip(items, response.items, strict=True):
-        if op is None:
-            problems.extend(_failed_item_problems(item), f"{name}: ")
+    for (name, message, want), item in zip(items, response.items, strict=True):
+        if isinstance(want, Refusal):
+            problems.extend(_failed_item_problems(item, want), f"{name}: ")
             continue
         if item.HasField("error"):
-            problems.add(f"{name}: failed with {item.error.message!r}; only bad items may fail")
+            said = ctx.excerpts.render(item.error.message)
+            problems.add(f"{name}: failed with {said!r}; only bad items may fail")
             continue
         single = ctx.live.rpc("Score", message)
-        shape = shape_problems(op, item.result)
+        shape = shape_problems(want, item.result)
         problems.extend(shape, f"{name}: ")
         if not shape and not isinstance(single, RpcFailure):
             how = difference(single, item.result)
@@ -197,28 +256,23 @@ def batch(ctx: Context) -> str:
     return f"{len(items)} items in order; the bad ones failed alone with BAD_ARGUMENT"
 
 
-def _bad_op(ctx: Context) -> Op | None:
+def _bad_op(ctx: Context) -> tuple[Op, Refusal] | None:
     """An invalid request of an advertised operation (empty completion, top_k 0...)."""
     caps, p = ctx.caps, ctx.prompt
     if caps.logprob_of:
-        return LogprobOf(p, "")
+        return LogprobOf(p, ""), EMPTY_COMPLETION
     if caps.next_token_dist:
-        return NextTokenDist(p, 0)
+        return NextTokenDist(p, 0), BAD_ARGUMENT
     if caps.generate:
-        return Generate(p, 0)
+        return Generate(p, 0), BAD_ARGUMENT
     return None
 
 
-def _failed_item_problems(item: pb.ScoreBatchItem) -> list[str]:
+def _failed_item_problems(item: pb.ScoreBatchItem, expected: Refusal) -> list[str]:
     if not item.HasField("error"):
         return ["succeeded; it must fail with its own error"]
-    error = item.error
     problems = Problems()
-    problems.expect(
-        error.reason == pb.ERROR_REASON_BAD_ARGUMENT,
-        f"error reason {pb.ErrorReason.Name(error.reason)}, expected ERROR_REASON_BAD_ARGUMENT",
-    )
-    problems.expect(bool(error.message), "the error has no message")
+    problems.extend(item_error_problems(item.error, expected))
     problems.expect(not item.HasField("result"), "a failed item also carries a result")
     return problems.messages
 
