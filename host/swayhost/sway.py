@@ -48,6 +48,7 @@ class HostBackend:
     def __init__(self, base_spec: SwayModelSpec, adapter_path: Path | None = None) -> None:
         self._backend = _build_remote(self.worker_kind, base_spec, adapter_path)
         self.safe_for_concurrent_views: bool = self._backend.safe_for_concurrent_views
+        self._inst = self._backend._inst  # sway's runner reads report's backend_stats from it
         for name in OPTIONAL_METHODS:
             method = getattr(self._backend, name, None)
             if method is not None:

@@ -41,7 +41,6 @@ from swayworker.errors import NotLoaded, UnsupportedOperation, classify, report
 from swayworker.held_view import HeldView
 from swayworker.model_thread import ModelThread
 from swayworker.protocol import PROTOCOL_VERSION
-from swayworker.results import probe_error
 
 log = logging.getLogger("swayworker")
 
@@ -334,13 +333,6 @@ class _OpHandler:
     """``(view, ops, top_k)``: one batched call."""
 
 
-def _check_logprob_of(op: LogprobOf) -> None:
-    if op.completion == "":
-        raise probe_error(
-            "logprob_of", "completion is empty; it must tokenize to at least one token"
-        )
-
-
 def _check_next_token_dist(op: NextTokenDist) -> None:
     if op.top_k <= 0:
         raise ValueError(f"top_k must be a positive integer, got {op.top_k}")
@@ -357,7 +349,9 @@ def _check_generate(op: Generate) -> None:
 
 HANDLERS: dict[str, _OpHandler] = {
     LogprobOf.name: _OpHandler(
-        check=_check_logprob_of,
+        # No check of its own: an empty completion is the backend's to refuse, in its own
+        # words (sway's HF, MLX and API backends word it differently).
+        check=lambda op: None,
         run=lambda view, op: view.logprob_of(op.prompt, op.completion),
         many="logprob_of_many",
         run_many=lambda view, ops, _k: view.logprob_of_many(
