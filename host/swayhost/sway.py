@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from swayhost import config
 from swayhost.build import build
-from swayhost.errors import ConfigError, EnvError, JournalError, spec_validation_error
+from swayhost.errors import (
+    CacheError,
+    ConfigError,
+    EnvError,
+    JournalError,
+    spec_validation_error,
+)
 from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.spec import ModelSpec
 from swayhost.stats import BackendStats
@@ -118,5 +124,5 @@ def _build_remote(kind: str, base_spec: Any, adapter_path: Path | None) -> Remot
     )
     try:
         return build(spec)
-    except (EnvError, JournalError) as exc:
+    except (CacheError, EnvError, JournalError) as exc:
         raise spec_validation_error(str(exc)) from exc
