@@ -63,6 +63,10 @@ def _raised(call: Callable[[], Any]) -> BaseException:
 
 # -- sway's own errors, in sway's words ---------------------------------------
 
+EMPTY_COMPLETION = (
+    "probe 'logprob_of': completion tokenized to zero tokens (prompt='hello', completion='')"
+)
+
 
 def test_empty_completion_is_swaysprobe_error_in_swayswords(
     reference: HuggingFaceDifferentialBackend, remote: swayhost.RemoteBackend
@@ -73,13 +77,7 @@ def test_empty_completion_is_swaysprobe_error_in_swayswords(
         got = _raised(lambda: view.logprob_of("hello", ""))
     assert type(want) is ProbeError
     assert isinstance(got, ProbeError)
-    assert (
-        str(got)
-        == str(want)
-        == (
-            "probe 'logprob_of': completion tokenized to zero tokens (prompt='hello', completion='')"
-        )
-    )
+    assert str(got) == str(want) == EMPTY_COMPLETION
 
 
 def test_empty_completion_on_a_backend_without_its_own_check(
@@ -88,9 +86,7 @@ def test_empty_completion_on_a_backend_without_its_own_check(
     with dummy.as_base() as view:
         got = _raised(lambda: view.logprob_of("hello", ""))
     assert isinstance(got, ProbeError)
-    assert str(got) == (
-        "probe 'logprob_of': completion tokenized to zero tokens (prompt='hello', completion='')"
-    )
+    assert str(got) == EMPTY_COMPLETION
 
 
 # -- arguments of the wrong type: sway's type, the argument's name -------------
