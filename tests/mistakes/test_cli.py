@@ -37,22 +37,6 @@ def one_line_error(out: subprocess.CompletedProcess[str], code: int) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> dict[str, str]:
-    """An environment with no host config file and private cache and state folders."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SWAYHOST_CONFIG", "SWAYHOST_CACHE_DIR", "SWAYHOST_STATE_DIR")
-    }
-    return {
-        **env,
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-    }
-
-
 def unwritable(tmp_path: Path) -> Path:
     """A folder that cannot be created, for this user (root too)."""
     parent = tmp_path / "read-only"
