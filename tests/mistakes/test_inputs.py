@@ -21,7 +21,7 @@ from dlm_sway.core.model import ModelSpec as SwayModelSpec
 from dlm_sway.suite.runner import _snapshot_backend_stats
 from swayworker.hf.tiny import TinyModel
 
-from tests.helpers import spawn_dummy
+from tests.helpers import plugin_worker, spawn_dummy
 
 pytestmark = pytest.mark.slow
 
@@ -83,10 +83,17 @@ def test_empty_completion_is_swaysprobe_error_in_swayswords(
 def test_empty_completion_on_a_backend_without_its_own_check(
     dummy: swayhost.RemoteBackend,
 ) -> None:
-    with dummy.as_base() as view:
+    """sway's canned dummy returns -10.0; the worker SDK refuses it after, in sway's words."""
+    spec = swayhost.ModelSpec(
+        kind="custom", base="toy", entry_point="user_backends:SwayDummy", worker=plugin_worker()
+    )
+    with swayhost.build(spec) as custom, custom.as_base() as view:
         got = _raised(lambda: view.logprob_of("hello", ""))
-    assert isinstance(got, ProbeError)
-    assert str(got) == EMPTY_COMPLETION
+        (item,) = view.logprob_of_many([("hello", "")], return_exceptions=True)
+    assert isinstance(got, ProbeError) and isinstance(item, ProbeError)
+    assert str(got) == str(item) == EMPTY_COMPLETION
+    with dummy.as_base() as view:  # the dummy worker checks itself, in the same words
+        assert str(_raised(lambda: view.logprob_of("hello", ""))) == EMPTY_COMPLETION
 
 
 # -- arguments of the wrong type: sway's type, the argument's name -------------
