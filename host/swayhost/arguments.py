@@ -19,12 +19,16 @@ from typing import Any
 INT32_MAX = 2**31 - 1
 
 
-def text(name: str, value: Any) -> str:
-    """``value`` if it is a ``str``; else ``TypeError`` naming ``name``."""
+def text(name: str, value: Any, *, error: type[Exception] = TypeError) -> str:
+    """``value`` if it is a ``str``; else ``error`` (``TypeError`` unless sway raises another).
+
+    sway's pydantic ``ModelSpec`` refuses a non-str field with a
+    ``ValidationError``, a ``ValueError``: a spec's fields pass ``ValueError``.
+    """
     if isinstance(value, str):
         return value
     fix = ": decode it first, e.g. value.decode('utf-8')" if isinstance(value, bytes) else ""
-    raise TypeError(f"{name} must be a str, not {described(value)}{fix}")
+    raise error(f"{name} must be a str, not {described(value)}{fix}")
 
 
 def integer(name: str, value: Any, *, bits: int = 64) -> int:

@@ -479,6 +479,7 @@ class _NullCalibrated:
     def as_null_adapter(
         self, seed: int, *, init_scale: float = 0.02, rank_scale: float = 1.0
     ) -> AbstractContextManager[RemoteView]:
+        rank_scale = arguments.real("rank_scale", rank_scale)
         if rank_scale <= 0.0 or not math.isfinite(rank_scale):
             raise ValueError(f"rank_scale must be positive and finite; got {rank_scale!r}")
         init_scale = arguments.finite("init_scale", init_scale)

@@ -10,6 +10,7 @@ anything is encoded and names it. ``tests/mistakes/README.md`` lists them all.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from dlm_sway.backends.hf import HuggingFaceDifferentialBackend
 from dlm_sway.core.errors import ProbeError
 from dlm_sway.core.model import ModelSpec as SwayModelSpec
 from dlm_sway.suite.runner import _snapshot_backend_stats
+from swayhost.arguments import described
 from swayworker.hf.tiny import TinyModel
 
 from tests.helpers import plugin_worker, spawn_dummy
@@ -239,6 +241,33 @@ def test_null_adapter_of_nan_init_scale_is_refused(dummy: swayhost.RemoteBackend
     got = _raised(lambda: dummy.as_null_adapter(1, init_scale=float("nan")))
     assert type(got) is ValueError
     assert str(got) == "init_scale must be finite, got nan: every score of such a view would be NaN"
+
+
+def test_null_adapter_of_a_string_rank_scale_names_it(dummy: swayhost.RemoteBackend) -> None:
+    got = _raised(lambda: dummy.as_null_adapter(1, rank_scale="x"))
+    assert type(got) is TypeError
+    assert str(got) == "rank_scale must be a float, not str ('x')"
+
+
+# -- specs and options -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("base", [123, None, Path("/models/x")])
+def test_spec_base_that_is_not_a_str(base: Any) -> None:
+    with pytest.raises(ValueError):  # sway's pydantic ValidationError is a ValueError
+        SwayModelSpec(kind="hf", base=base)
+    with pytest.raises(ValueError) as info:
+        swayhost.ModelSpec(kind="hf", base=base)
+    assert str(info.value) == f"ModelSpec.base must be a str, not {described(base)}"
+
+
+def test_worker_options_of_the_wrong_type() -> None:
+    with pytest.raises(TypeError) as timeout:
+        swayhost.WorkerOptions(startup_timeout="10")
+    with pytest.raises(TypeError) as cache:
+        swayhost.WorkerOptions(cache_bytes=1.5)
+    assert str(timeout.value) == "WorkerOptions.startup_timeout must be a float, not str ('10')"
+    assert str(cache.value) == "WorkerOptions.cache_bytes must be an int, not float (1.5)"
 
 
 # -- batches: a bad item fails alone -------------------------------------------
