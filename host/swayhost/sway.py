@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from swayhost import config
 from swayhost.build import build
+from swayhost.console import step
 from swayhost.errors import (
     CacheError,
     ConfigError,
@@ -123,6 +124,9 @@ def _build_remote(kind: str, base_spec: Any, adapter_path: Path | None) -> Remot
         worker=worker,
     )
     try:
-        return build(spec)
+        # A first run provisions the env and (mlx) converts the adapter: seconds to minutes
+        # that sway's own output would leave silent.
+        with step(f"starting the {kind} worker and loading {base_spec.base}"):
+            return build(spec)
     except (CacheError, EnvError, JournalError) as exc:
         raise spec_validation_error(str(exc)) from exc

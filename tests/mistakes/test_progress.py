@@ -11,6 +11,7 @@ import io
 import re
 from pathlib import Path
 
+import pytest
 from swayhost.console import step
 
 from tests.mistakes.test_cli import swayhost
@@ -65,3 +66,21 @@ def test_a_failed_step_does_not_say_done() -> None:
     except RuntimeError:
         pass
     assert log.getvalue() == "swayhost: building...\n"
+
+
+def test_sway_loading_a_host_backend_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sway run`` with ``entry_point: swayhost.sway:MLX``: a first run provisions and converts."""
+    from dlm_sway.backends import build as sway_build
+    from dlm_sway.core.model import ModelSpec as SwayModelSpec
+    from swayhost import sway as host_sway
+
+    from tests.helpers import spawn_dummy
+
+    monkeypatch.setattr(host_sway, "build", lambda spec: spawn_dummy())
+    spec = SwayModelSpec(kind="custom", entry_point="swayhost.sway:MLX", base="toy")
+    sway_build(spec).close()
+    started, done = capsys.readouterr().err.strip().splitlines()
+    assert started == "swayhost: starting the mlx worker and loading toy..."
+    assert done.startswith(started.removesuffix("...")) and DONE.search(done)
