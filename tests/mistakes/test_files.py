@@ -96,3 +96,27 @@ def test_sway_run_with_an_environment_and_an_unwritable_cache(
     assert "Traceback" not in run.stderr and "PermissionError" not in run.stderr
     message = unwritable_message(cache / "sway-plugin-host" / "envs").removeprefix("error: ")
     assert message in " ".join(run.stderr.split()), run.stderr
+
+
+@pytest.mark.timeout(900)
+def test_mlx_worker_names_the_same_files(
+    tiny_model: TinyModel, mlx_python: Path, tmp_path: Path
+) -> None:
+    """The MLX worker is a sibling of the HF one: the same two mistakes, the same words."""
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_model.adapter_dir, adapter)
+    config = adapter / "adapter_config.json"
+    config.write_text("{", encoding="utf-8")
+    worker = swayhost.WorkerOptions(python=str(mlx_python))
+    missing = str(tmp_path / "no-such-model")
+
+    def mlx(base: str, adapter: Path) -> BaseException:
+        spec = swayhost.ModelSpec(kind="mlx", base=base, adapter=adapter, worker=worker)
+        return _raised(lambda: swayhost.build(spec))
+
+    no_base = mlx(missing, tiny_model.adapter_dir)
+    assert isinstance(no_base, OSError)
+    assert str(no_base).startswith(f"base model {missing!r} does not exist: there is no such")
+    corrupt = mlx(str(tiny_model.base_dir), adapter)
+    assert isinstance(corrupt, ValueError)
+    assert str(corrupt).startswith(f"adapter config {config} is not valid JSON (Expecting")
