@@ -36,7 +36,7 @@ def state_dir() -> Path:
     return project_dir("XDG_STATE_HOME")
 
 
-def writable(folder: Path) -> Path:
+def writable(folder: Path, *, mode: int = 0o777) -> Path:
     """``folder``, created if missing; ``CacheError`` when it cannot be made or written.
 
     An unwritable ``XDG_CACHE_HOME`` used to surface as a raw
@@ -44,7 +44,7 @@ def writable(folder: Path) -> Path:
     names the folder and the variables that move it, once, up front.
     """
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=mode, parents=True, exist_ok=True)
     except OSError as exc:
         raise _unwritable(folder, exc.strerror or str(exc)) from None
     if not os.access(folder, os.W_OK | os.X_OK):

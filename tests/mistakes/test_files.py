@@ -120,3 +120,21 @@ def test_mlx_worker_names_the_same_files(
     corrupt = mlx(str(tiny_model.base_dir), adapter)
     assert isinstance(corrupt, ValueError)
     assert str(corrupt).startswith(f"adapter config {config} is not valid JSON (Expecting")
+
+
+def test_detached_worker_with_an_unwritable_state_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its record cannot be kept: the state folder is named before any worker starts."""
+    from swayhost.errors import CacheError
+
+    state = unwritable(tmp_path)
+    monkeypatch.delenv("SWAYHOST_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    worker = swayhost.WorkerOptions(detach=True, name="mistakes-state")
+    with pytest.raises(CacheError) as info:
+        swayhost.spawn(swayhost.ModelSpec(kind="dummy", base="toy", worker=worker))
+    folder = state / "sway-plugin-host" / "detached"
+    assert str(info.value) == unwritable_message(folder).removeprefix("error: ").replace(
+        "SWAYHOST_CACHE_DIR (or XDG_CACHE_HOME)", "SWAYHOST_STATE_DIR (or XDG_STATE_HOME)"
+    )
