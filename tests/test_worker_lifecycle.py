@@ -122,10 +122,13 @@ def test_batch_with_one_failing_item(dummy: swayhost.RemoteBackend) -> None:
     with dummy.as_finetuned() as view:
         batched = view.logprob_of_many(pairs, return_exceptions=True)
         singles = [view.logprob_of(*pairs[0]), view.logprob_of(*pairs[2])]
-        with pytest.raises(Exception, match="completion is empty"):
+        with pytest.raises(Exception, match="completion tokenized to zero tokens"):
             view.logprob_of_many(pairs)
     assert batched[0] == singles[0] and batched[2] == singles[1]
-    assert isinstance(batched[1], Exception) and "completion is empty" in str(batched[1])
+    assert isinstance(batched[1], Exception)
+    assert str(batched[1]) == (
+        "probe 'logprob_of': completion tokenized to zero tokens (prompt='a b', completion='')"
+    )
 
 
 def test_batch_mixes_views_and_ops(dummy: swayhost.RemoteBackend) -> None:

@@ -1,7 +1,9 @@
 """The ``swayhost`` command line (git/pip style: subcommands, --help, --json, exit codes).
 
-Exit codes (``swayhost.exitcodes``): 0 success, 1 a check failed, 2 usage
-error, 3 a worker could not be started or crashed. Subcommands live in
+Exit codes (``swayhost.exitcodes``): 0 success, 1 a check failed (or a file
+could not be read or written), 2 usage error, 3 a worker could not be started
+or crashed, 130 interrupted. Errors are one line on stderr, never a
+traceback (``-v`` shows it for an ``OSError``). Subcommands live in
 ``swayhost.commands``.
 """
 
@@ -9,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from swayhost.commands import COMMANDS
 from swayhost.errors import SwayHostError
-from swayhost.exitcodes import EXIT_USAGE, EXIT_WORKER
+from swayhost.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_WORKER
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SwayHostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_WORKER
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as cat and grep do, and keep
+        # Python from printing a second error when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:  # a file the user named or a folder we must write: one line
+        if args.verbose:
+            raise
+        print(f"error: {exc} (run with -v for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
 
 

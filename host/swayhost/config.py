@@ -132,6 +132,13 @@ def _load_workers(path: Path, *, required: bool) -> Mapping[str, Any]:
         return {}
     except OSError as exc:
         raise _error(path, "(file)", f"cannot be read ({exc})", "fix its permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise _error(
+            path,
+            "(file)",
+            f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+            f"point {CONFIG_ENV} at the YAML config file, e.g. {EXAMPLE}",
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

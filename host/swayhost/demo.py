@@ -26,7 +26,8 @@ import numpy as np
 
 import swayhost
 from swayhost import config, envs
-from swayhost.paths import cache_dir
+from swayhost.console import step, table
+from swayhost.paths import cache_dir, writable
 from swayhost.proxy import RemoteBackend
 from swayhost.spec import ModelSpec, WorkerOptions
 
@@ -71,7 +72,7 @@ DEMO_ENV = envs.EnvSpec(
 def tiny_model_paths(python: str) -> dict[str, str]:
     """Build (or reuse) the tiny model with the worker's interpreter."""
     out = subprocess.run(
-        [python, "-m", "swayworker.hf.tiny", str(cache_dir() / "tiny-model")],
+        [python, "-m", "swayworker.hf.tiny", str(writable(cache_dir() / "tiny-model"))],
         capture_output=True,
         text=True,
         check=False,
@@ -146,15 +147,18 @@ def hf_worker(python: str | None) -> WorkerOptions:
     else:
         options = WorkerOptions(environment=DEMO_ENV)
     if options.environment is not None:
-        options = replace(options, python=str(envs.ensure(options.environment)))
+        with step(f"preparing the hf worker's environment {options.environment.name!r}"):
+            options = replace(options, python=str(envs.ensure(options.environment)))
     return options
 
 
 def open_backend(kind: str, python: str | None) -> RemoteBackend:
     if kind == "dummy":
-        return swayhost.spawn(ModelSpec(kind="dummy", base="toy"))
+        with step("starting the dummy worker"):
+            return swayhost.spawn(ModelSpec(kind="dummy", base="toy"))
     worker = hf_worker(python)
-    paths = tiny_model_paths(worker.python or sys.executable)
+    with step("building the tiny model (once; then reused from the cache)"):
+        paths = tiny_model_paths(worker.python or sys.executable)
     spec = ModelSpec(
         kind="hf",
         base=paths["base_dir"],
@@ -163,12 +167,12 @@ def open_backend(kind: str, python: str | None) -> RemoteBackend:
         device="cpu",
         worker=worker,
     )
-    return swayhost.build(spec)
+    with step("starting the hf worker and loading the model"):
+        return swayhost.build(spec)
 
 
 def render(report: DemoReport) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     w = report.worker
@@ -181,11 +185,12 @@ def render(report: DemoReport) -> None:
     console.print(
         "  frameworks: " + ", ".join(f"{k} {v}" for k, v in sorted(w["frameworks"].items()))
     )
-    table = Table(title="Base vs fine-tuned, per prompt")
-    for col in ("prompt", "completion", "base logprob", "ft logprob", "Δ", "KL(ft‖base)"):
-        table.add_column(col)
+    prompts = table(
+        "Base vs fine-tuned, per prompt",
+        *("prompt", "completion", "base logprob", "ft logprob", "Δ", "KL(ft‖base)"),
+    )
     for r in report.prompts:
-        table.add_row(
+        prompts.add_row(
             r.prompt,
             r.completion,
             f"{r.base_logprob:.3f}",
@@ -193,11 +198,8 @@ def render(report: DemoReport) -> None:
             f"{r.ft_logprob - r.base_logprob:+.3f}",
             f"{r.kl_ft_base:.4f}",
         )
-    console.print(table)
-    curve = Table(title="Ablation: mean KL(scaled(lam)‖base)")
-    curve.add_column("lam")
-    curve.add_column("mean KL")
-    curve.add_column("")
+    console.print(prompts)
+    curve = table("Ablation: mean KL(scaled(lam)‖base)", "lam", "mean KL", "")
     top = max(k for _, k in report.ablation) or 1.0
     for lam, kl in report.ablation:
         curve.add_row(f"{lam:.2f}", f"{kl:.5f}", "█" * round(30 * kl / top))
@@ -210,7 +212,10 @@ def render(report: DemoReport) -> None:
 
 
 def main(kind: str, python: str | None, as_json: bool) -> int:
-    with open_backend(kind, python) as backend:
+    with (
+        open_backend(kind, python) as backend,
+        step("scoring base, fine-tuned, scaled and null views"),
+    ):
         report = run_demo(backend)
     if as_json:
         print(json.dumps(asdict(report), indent=2))

@@ -42,7 +42,7 @@ from swayworker.protocol import CORE_PROTOCOL_VERSION, PROTOCOL_VERSION, Handsha
 from swayhost.errors import WorkerStartError
 from swayhost.launch import launch
 from swayhost.local import worker_process
-from swayhost.paths import state_dir
+from swayhost.paths import state_dir, writable
 from swayhost.process import WorkerProcess, excerpt, log_tail, remove_socket_folder
 from swayhost.proxy import RemoteBackend
 from swayhost.spec import ModelSpec, WorkerOptions
@@ -104,7 +104,7 @@ def records_dir(*, create: bool = False) -> Path:
     """The records' folder (0700), made only when something is to be written there."""
     folder = state_dir() / "detached"
     if create:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        writable(folder, mode=0o700)
     return folder
 
 

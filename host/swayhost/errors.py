@@ -16,6 +16,7 @@ The tree::
     ├── ConfigError (+ ValueError)        the config file is invalid
     ├── EnvError                          a worker environment cannot be provisioned
     ├── JournalError                      a journal file is corrupt or foreign
+    ├── CacheError                        the host's cache or state folder cannot be written
     ├── WorkerStartError                  a worker could not be started
     │   └── AttachError                   a worker reached by address refused this host
     ├── WorkerCrashedError                a worker died or hung during a call
@@ -105,6 +106,14 @@ class PoisonInputError(WorkerCrashedError):
 
 class JournalError(SwayHostError):
     """A scoring journal file is corrupt, foreign or of another backend, so it is not used."""
+
+
+class CacheError(SwayHostError):
+    """The host's cache or state folder cannot be created or written.
+
+    The message names the folder, the system's reason and the variable that
+    moves it, instead of a ``PermissionError`` traceback from deep inside.
+    """
 
 
 class WorkerError(SwayHostError):

@@ -236,6 +236,11 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
     """A connection to ``path``, refusing a file that is not SQLite at all."""
     if path.exists() and not path.is_file():
         raise JournalError(f"journal path {path} exists and is not a file")
+    if not path.parent.is_dir():
+        raise JournalError(
+            f"journal {path}: its folder {path.parent} does not exist; create it"
+            f" (mkdir -p {path.parent}) or put the journal in an existing folder"
+        )
     if path.is_file() and path.stat().st_size > 0:
         with path.open("rb") as f:
             if f.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:

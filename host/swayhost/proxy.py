@@ -23,7 +23,8 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Literal, cast, overload
 
@@ -43,13 +44,14 @@ from swayworker.codec import (
 )
 from swayworker.results import RollingLogprobResult, Score, TokenDistResult
 
+from swayhost import arguments
 from swayhost.cache import ResultCache
 from swayhost.coalesce import Coalescer
 from swayhost.connection import WorkerConnection
 from swayhost.errors import UnsupportedCapabilityError
 from swayhost.journal import Entry, Journal, message_key
 from swayhost.spec import ModelSpec
-from swayhost.stats import BackendStats
+from swayhost.stats import BackendStats, SwayInstrumentation
 from swayhost.supervisor import Supervisor
 
 DEFAULT_TOP_K = 256
@@ -70,11 +72,24 @@ class RemoteView:
         self._check_open()
         return self._backend.score(Request(self.key, op))
 
-    def _score_many(self, ops: list[Op], return_exceptions: bool) -> list[Score | Exception]:
+    def _score_many(
+        self, items: list[Op | Exception], return_exceptions: bool
+    ) -> list[Score | Exception]:
+        """Score the ops; an item whose arguments failed their check (an exception) fails alone.
+
+        Without ``return_exceptions`` a bad item is raised before anything is sent.
+        """
         self._check_open()
-        return self._backend.score_many(
-            [Request(self.key, op) for op in ops], return_exceptions=return_exceptions
+        bad = [i for i, item in enumerate(items) if isinstance(item, Exception)]
+        if bad and not return_exceptions:
+            raise cast(Exception, items[bad[0]])
+        good = [item for item in items if not isinstance(item, Exception)]
+        scored = iter(
+            self._backend.score_many(
+                [Request(self.key, op) for op in good], return_exceptions=return_exceptions
+            )
         )
+        return [item if isinstance(item, Exception) else next(scored) for item in items]
 
     def _check_open(self) -> None:
         if self._closed:
@@ -87,13 +102,13 @@ class RemoteView:
     # hence the casts from the general ``Score``.
 
     def logprob_of(self, prompt: str, completion: str) -> float:
-        return float(cast(float, self._score(LogprobOf(prompt, completion))))
+        return float(cast(float, self._score(_logprob_of(prompt, completion))))
 
     def rolling_logprob(self, text: str) -> RollingLogprobResult:
-        return cast(RollingLogprobResult, self._score(RollingLogprobOp(text)))
+        return cast(RollingLogprobResult, self._score(_rolling(text, "text")))
 
     def next_token_dist(self, prompt: str, *, top_k: int = DEFAULT_TOP_K) -> TokenDistResult:
-        return cast(TokenDistResult, self._score(NextTokenDist(prompt, int(top_k))))
+        return cast(TokenDistResult, self._score(_next_token_dist(prompt, top_k, "prompt")))
 
     def generate(
         self,
@@ -104,11 +119,14 @@ class RemoteView:
         top_p: float = 1.0,
         seed: int = 0,
     ) -> str:
-        return str(
-            self._score(
-                Generate(prompt, int(max_new_tokens), float(temperature), float(top_p), int(seed))
-            )
+        op = Generate(
+            arguments.text("prompt", prompt),
+            arguments.integer("max_new_tokens", max_new_tokens, bits=32),
+            arguments.real("temperature", temperature),
+            arguments.real("top_p", top_p),
+            arguments.integer("seed", seed),
         )
+        return str(self._score(op))
 
     def close(self) -> None:
         return None
@@ -129,7 +147,7 @@ class RemoteView:
         self, pairs: Sequence[tuple[str, str]], *, return_exceptions: bool = False
     ) -> list[float] | list[float | Exception]:
         """``logprob_of`` for many (prompt, completion) pairs in one round trip."""
-        ops: list[Op] = [LogprobOf(p, c) for p, c in pairs]
+        ops = [_checked(_pair, item, f"pairs[{i}]") for i, item in enumerate(pairs)]
         return cast(list[float | Exception], self._score_many(ops, return_exceptions))
 
     @overload
@@ -143,7 +161,7 @@ class RemoteView:
     def rolling_logprob_many(
         self, texts: Sequence[str], *, return_exceptions: bool = False
     ) -> list[RollingLogprobResult] | list[RollingLogprobResult | Exception]:
-        ops: list[Op] = [RollingLogprobOp(t) for t in texts]
+        ops = [_checked(_rolling, t, f"texts[{i}]") for i, t in enumerate(texts)]
         return cast(
             list[RollingLogprobResult | Exception], self._score_many(ops, return_exceptions)
         )
@@ -163,8 +181,40 @@ class RemoteView:
     def next_token_dist_many(
         self, prompts: Sequence[str], *, top_k: int = DEFAULT_TOP_K, return_exceptions: bool = False
     ) -> list[TokenDistResult] | list[TokenDistResult | Exception]:
-        ops: list[Op] = [NextTokenDist(p, int(top_k)) for p in prompts]
+        k = arguments.top_k(top_k)  # one top_k for the whole call: a bad one fails it all
+        ops = [_checked(_next_token_dist, p, k, f"prompts[{i}]") for i, p in enumerate(prompts)]
         return cast(list[TokenDistResult | Exception], self._score_many(ops, return_exceptions))
+
+
+def _logprob_of(prompt: object, completion: object, where: str = "") -> LogprobOf:
+    return LogprobOf(
+        arguments.text(f"prompt{where}", prompt), arguments.text(f"completion{where}", completion)
+    )
+
+
+def _pair(pair: object, name: str) -> LogprobOf:
+    """One item of ``logprob_of_many``: a (prompt, completion) pair of strings."""
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        raise TypeError(
+            f"{name} must be a (prompt, completion) pair, not {arguments.described(pair)}"
+        )
+    return _logprob_of(pair[0], pair[1], f" of {name}")
+
+
+def _rolling(text: object, name: str) -> RollingLogprobOp:
+    return RollingLogprobOp(arguments.text(name, text))
+
+
+def _next_token_dist(prompt: object, top_k: object, name: str) -> NextTokenDist:
+    return NextTokenDist(arguments.text(name, prompt), arguments.top_k(top_k))
+
+
+def _checked(make: Callable[..., Op], *args: object) -> Op | Exception:
+    """``make(*args)``, or the ``TypeError``/``ValueError`` its checks raised (that item fails)."""
+    try:
+        return make(*args)
+    except (TypeError, ValueError) as exc:
+        return exc
 
 
 class RemoteBackend:
@@ -181,6 +231,8 @@ class RemoteBackend:
         self.__sway_protocols__: tuple[str, ...] = tuple(
             p for p in caps.protocols if p != "PreflightCheckable"
         )
+        self._inst = SwayInstrumentation(supervisor.stats)
+        """sway's runner reads ``_inst.stats`` into a report's ``backend_stats``."""
         self._identity = self.cache_identity()
         """Fixed for the backend's life: a restarted worker must keep it (the supervisor checks)."""
         options = spec.worker
@@ -261,6 +313,13 @@ class RemoteBackend:
         The RPC is unary, or, while other threads are scoring on this
         backend, one slot of a ScoreBatch shared with them (``coalesce``).
         """
+        started = time.perf_counter()
+        try:
+            return self._score_one(request)
+        finally:
+            self._inst.add_wall(time.perf_counter() - started)
+
+    def _score_one(self, request: Request) -> Score:
         self._require(request.op)
         message = request_to_proto(request)
         key = self._key(message)
@@ -285,7 +344,15 @@ class RemoteBackend:
         Each request fails alone: with ``return_exceptions`` its slot holds the
         exception, otherwise the first failure is raised after all ran.
         """
-        requests = list(requests)
+        started = time.perf_counter()
+        try:
+            return self._score_all(list(requests), return_exceptions)
+        finally:
+            self._inst.add_wall(time.perf_counter() - started)
+
+    def _score_all(
+        self, requests: list[Request], return_exceptions: bool
+    ) -> list[Score | Exception]:
         for request in requests:
             self._require(request.op)
         messages = [request_to_proto(r) for r in requests]
@@ -404,6 +471,7 @@ class RemoteBackend:
 
 class _Scalable:
     def as_scaled_adapter(self, lam: float) -> AbstractContextManager[RemoteView]:
+        lam = arguments.finite("lam", lam)
         return cast(RemoteBackend, self)._view(ViewKey.scaled(lam))  # mixed into RemoteBackend
 
 
@@ -411,8 +479,11 @@ class _NullCalibrated:
     def as_null_adapter(
         self, seed: int, *, init_scale: float = 0.02, rank_scale: float = 1.0
     ) -> AbstractContextManager[RemoteView]:
+        rank_scale = arguments.real("rank_scale", rank_scale)
         if rank_scale <= 0.0 or not math.isfinite(rank_scale):
             raise ValueError(f"rank_scale must be positive and finite; got {rank_scale!r}")
+        init_scale = arguments.finite("init_scale", init_scale)
+        seed = arguments.integer("seed", int(seed))  # int() as sway's backends take it: "3" is 3
         backend = cast(RemoteBackend, self)  # mixed into RemoteBackend
         return backend._view(ViewKey.null(seed, init_scale, rank_scale))
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from swayplugin.v1 import backend_pb2 as pb
 
+from swayhost.arguments import integer, real, text
 from swayhost.policy import RecoveryPolicy
 from swayhost.ray.options import RayOptions
 
@@ -109,7 +110,11 @@ class WorkerOptions:
                 fix="a detached worker runs locally without a standby: "
                 "drop detach, or drop the other",
             )
-        if self.cache_bytes < 0:
+        if real("WorkerOptions.startup_timeout", self.startup_timeout) <= 0:
+            raise ValueError(
+                f"WorkerOptions.startup_timeout must be > 0 seconds, got {self.startup_timeout!r}"
+            )
+        if integer("WorkerOptions.cache_bytes", self.cache_bytes) < 0:
             raise ValueError(f"WorkerOptions.cache_bytes must be >= 0, got {self.cache_bytes}")
         if not is_batch_window(self.batch_window_s):
             raise ValueError(
@@ -140,6 +145,11 @@ class ModelSpec:
     worker: WorkerOptions = field(default_factory=WorkerOptions)
 
     def __post_init__(self) -> None:
+        for name in ("base", "kind", "dtype", "device"):  # as sway's ModelSpec: str, no coercion
+            text(f"ModelSpec.{name}", getattr(self, name), error=ValueError)
+        for name in ("entry_point", "endpoint"):
+            if getattr(self, name) is not None:
+                text(f"ModelSpec.{name}", getattr(self, name), error=ValueError)
         if self.adapter is not None:
             object.__setattr__(self, "adapter", Path(self.adapter).expanduser().resolve())
 

@@ -97,9 +97,13 @@ class StatsRecorder:
             except Exception:  # a full disk must not turn recovery into a crash
                 log.exception("could not record a %s event in the journal", kind)
 
-    def snapshot(self, *, pid: int, standby_ready: bool) -> BackendStats:
+    def counts(self) -> dict[str, int]:
+        """A copy of every counter, by name."""
         with self._lock:
-            c = dict(self._counts)
+            return dict(self._counts)
+
+    def snapshot(self, *, pid: int, standby_ready: bool) -> BackendStats:
+        c = self.counts()
         return BackendStats(
             worker=self.worker,
             pid=pid,
@@ -119,4 +123,67 @@ class StatsRecorder:
             standby_ready=standby_ready,
             last_exit_cause=self.last_exit_cause,
             last_restart_s=self.last_restart_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SwayStats:
+    """sway's ``BackendStats`` counters, as a report's ``backend_stats`` carries them.
+
+    In process sway reads them from its backend's forward cache; through the
+    host a "hit" is a request the host answered from its result cache or
+    journal, and a "forward pass" is one the worker computed.
+    """
+
+    cache_hits: int
+    cache_misses: int
+    forward_passes: int
+    scoring_wall_s: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The keys and order of sway's ``BackendStats.to_dict``."""
+        lookups = self.cache_hits + self.cache_misses
+        return {
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "forward_passes": self.forward_passes,
+            "scoring_wall_s": self.scoring_wall_s,
+            "hit_rate": self.cache_hits / lookups if lookups else 0.0,
+        }
+
+
+class SwayInstrumentation:
+    """What sway's runner reads as ``backend._inst``: ``stats`` and ``set_current_probe``.
+
+    sway snapshots ``_inst.stats.to_dict()`` into a report's
+    ``backend_stats`` after a suite; without this a run through the host
+    reported ``{}``. The counts come from the backend's ``StatsRecorder``; the
+    wall time is the time callers spent inside scoring calls.
+    """
+
+    def __init__(self, recorder: StatsRecorder) -> None:
+        self._recorder = recorder
+        self._wall_s = 0.0
+        self._lock = threading.Lock()
+        self.current_probe: str | None = None
+
+    def add_wall(self, seconds: float) -> None:
+        with self._lock:
+            self._wall_s += seconds
+
+    def set_current_probe(self, name: str | None) -> None:
+        """sway's runner names the probe about to run (its traces use it)."""
+        self.current_probe = name
+
+    @property
+    def stats(self) -> SwayStats:
+        counts = self._recorder.counts()
+        computed = counts.get("computed", 0)
+        with self._lock:
+            wall = self._wall_s
+        return SwayStats(
+            cache_hits=counts.get("cache_hit", 0) + counts.get("journal_hit", 0),
+            cache_misses=computed,
+            forward_passes=computed,
+            scoring_wall_s=wall,
         )

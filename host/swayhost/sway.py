@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from swayhost import config
 from swayhost.build import build
-from swayhost.errors import ConfigError, EnvError, JournalError, spec_validation_error
+from swayhost.console import step
+from swayhost.errors import (
+    CacheError,
+    ConfigError,
+    EnvError,
+    JournalError,
+    spec_validation_error,
+)
 from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.spec import ModelSpec
 from swayhost.stats import BackendStats
@@ -48,6 +55,7 @@ class HostBackend:
     def __init__(self, base_spec: SwayModelSpec, adapter_path: Path | None = None) -> None:
         self._backend = _build_remote(self.worker_kind, base_spec, adapter_path)
         self.safe_for_concurrent_views: bool = self._backend.safe_for_concurrent_views
+        self._inst = self._backend._inst  # sway's runner reads report's backend_stats from it
         for name in OPTIONAL_METHODS:
             method = getattr(self._backend, name, None)
             if method is not None:
@@ -116,6 +124,9 @@ def _build_remote(kind: str, base_spec: Any, adapter_path: Path | None) -> Remot
         worker=worker,
     )
     try:
-        return build(spec)
-    except (EnvError, JournalError) as exc:
+        # A first run provisions the env and (mlx) converts the adapter: seconds to minutes
+        # that sway's own output would leave silent.
+        with step(f"starting the {kind} worker and loading {base_spec.base}"):
+            return build(spec)
+    except (CacheError, EnvError, JournalError) as exc:
         raise spec_validation_error(str(exc)) from exc

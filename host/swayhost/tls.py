@@ -72,7 +72,14 @@ def read_token(path: Path | str) -> str:
     """The bearer token in ``path``, which must be private to its owner (like an SSH key)."""
     file = Path(path).expanduser()
     _require_private(file, "token file")
-    token = file.read_text(encoding="utf-8").strip()
+    try:
+        token = file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        raise AttachError(
+            f"token file {str(file)!r} cannot be read: {reason}; it must hold the token as one"
+            " line of text (`swayhost certs init` writes one)"
+        ) from None
     if not token:
         raise AttachError(f"token file {str(file)!r} is empty")
     return token
@@ -102,7 +109,13 @@ def token_channel(
 
 
 def _require_private(path: Path, label: str) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        raise AttachError(
+            f"{label} {str(path)!r} does not exist; check the path"
+            + (" (`swayhost certs init` writes a token file)" if label == "token file" else "")
+        ) from None
     if mode & 0o077:
         raise AttachError(
             f"{label} {str(path)!r} is readable by other users (mode {mode:04o}); "

@@ -151,6 +151,23 @@ def split_address(address: str) -> tuple[str, str]:
     return host.strip("[]"), port
 
 
+def listen_address(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` to serve on, as (host, port); ``ValueError`` saying what is wrong.
+
+    The port must be 1-65535, or 0 for "any free port" (the handshake then
+    says which). gRPC takes a larger number modulo 65536 without a word, so
+    ``:99999`` used to serve on 34463.
+    """
+    host, port = split_address(listen)
+    if not host or not port.isdigit():
+        raise ValueError(f"{listen!r}: expected HOST:PORT, e.g. 127.0.0.1:7443")
+    if int(port) > 65535:
+        raise ValueError(
+            f"{listen!r}: port {int(port)} is out of range; use 1-65535 (or 0 for any free port)"
+        )
+    return host, int(port)
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine's loopback interface only."""
     if host == "localhost":

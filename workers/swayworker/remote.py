@@ -42,7 +42,7 @@ from swayworker.protocol import (
     TLS_KEY_ENV,
     TOKEN_ENV,
     is_loopback,
-    split_address,
+    listen_address,
 )
 
 log = logging.getLogger("swayworker")
@@ -206,11 +206,12 @@ def listener_from_env(environ: MutableMapping[str, str]) -> TcpListener | None:
     listen = environ.get(LISTEN_ENV)
     if not listen:
         return None
-    host, port = split_address(listen)
-    if not host or not port.isdigit():
-        raise ListenError(f"{LISTEN_ENV}={listen!r}: expected HOST:PORT, e.g. 127.0.0.1:7443")
+    try:
+        host, port = listen_address(listen)
+    except ValueError as exc:
+        raise ListenError(f"{LISTEN_ENV}={exc}") from None
     token = environ.pop(TOKEN_ENV, "").strip()
-    return TcpListener(host, int(port), token, _tls_from_env(environ))
+    return TcpListener(host, port, token, _tls_from_env(environ))
 
 
 def _tls_from_env(environ: Mapping[str, str]) -> ServerTLS | None:

@@ -335,13 +335,24 @@ class _OpHandler:
     """The view's batched method, if it has one (``*_many``)."""
     run_many: Callable[[Any, list[Any], int], list[Outcome]] | None
     """``(view, ops, top_k)``: one batched call."""
+    settle: Callable[[Any, Any], Any] = lambda op, value: value
+    """``(op, value)``: the value a call returned, or raises when no value is right for ``op``."""
 
 
-def _check_logprob_of(op: LogprobOf) -> None:
-    if op.completion == "":
+def _settle_logprob_of(op: LogprobOf, value: Any) -> Any:
+    """A number for an empty completion is wrong (the contract says so): sway's error instead.
+
+    Checked after the backend ran, never before: a backend that refuses an
+    empty completion keeps its own error (sway's HF and MLX backends name the
+    prompt, its API backend words it otherwise); one that returned a number
+    (sway's canned dummy returns -10.0) gets the words sway's HF backend uses.
+    """
+    if op.completion == "" and not isinstance(value, BaseException):
         raise probe_error(
-            "logprob_of", "completion is empty; it must tokenize to at least one token"
+            "logprob_of",
+            f"completion tokenized to zero tokens (prompt={op.prompt!r}, completion='')",
         )
+    return value
 
 
 def _check_next_token_dist(op: NextTokenDist) -> None:
@@ -360,12 +371,13 @@ def _check_generate(op: Generate) -> None:
 
 HANDLERS: dict[str, _OpHandler] = {
     LogprobOf.name: _OpHandler(
-        check=_check_logprob_of,
+        check=lambda op: None,  # an empty completion: the backend's, then _settle_logprob_of
         run=lambda view, op: view.logprob_of(op.prompt, op.completion),
         many="logprob_of_many",
         run_many=lambda view, ops, _k: view.logprob_of_many(
             [(op.prompt, op.completion) for op in ops]
         ),
+        settle=_settle_logprob_of,
     ),
     RollingLogprobOp.name: _OpHandler(
         check=lambda op: None,
@@ -404,7 +416,16 @@ def _validate(op: Op, supported: pb.Capabilities) -> None:
 
 
 def _run_one(view: Any, op: Op) -> Any:
-    return HANDLERS[op.name].run(view, op)
+    handler = HANDLERS[op.name]
+    return handler.settle(op, handler.run(view, op))
+
+
+def _settled(op: Op, value: Outcome) -> Outcome:
+    """``value`` for ``op`` after its handler's ``settle``; the exception when it refuses."""
+    try:
+        return HANDLERS[op.name].settle(op, value)
+    except Exception as exc:
+        return exc
 
 
 def _run_batched(view: Any, items: list[tuple[int, Op | None]]) -> Iterator[tuple[int, Outcome]]:
@@ -424,12 +445,13 @@ def _run_batched(view: Any, items: list[tuple[int, Op | None]]) -> Iterator[tupl
                     raise RuntimeError(
                         f"batched call returned {len(values)} results for {len(group)} items"
                     )
-                yield from zip((i for i, _ in group), values, strict=True)
+                for (idx, op), value in zip(group, values, strict=True):
+                    yield idx, _settled(op, value)
                 continue
             except Exception:
                 log.exception("batched %s failed; retrying item by item", name)
         for idx, op in group:
             try:
-                yield idx, handler.run(view, op)
+                yield idx, _run_one(view, op)
             except Exception as exc:
                 yield idx, exc

@@ -8,6 +8,7 @@ the same fields.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,3 +86,34 @@ def tokenizer_source(base: str, adapter_path: Path) -> str:
     if (adapter_path / "tokenizer_config.json").exists():
         return str(adapter_path)
     return base
+
+
+def check_model_files(base: str, adapter: Path) -> None:
+    """Refuse, naming the file, a base path that does not exist or a corrupt adapter config.
+
+    In process both fail deep in the hub or in ``json``: a missing base folder
+    as ``OSError: Repo id must be in the form 'repo_name'...`` and a broken
+    ``adapter_config.json`` as ``Expecting value: line 2 column 1``, neither
+    naming the path. The types stay sway's (``OSError``, ``ValueError``); the
+    words say what is wrong where.
+    """
+    if _is_local_path(base) and not Path(base).expanduser().exists():
+        raise OSError(
+            f"base model {base!r} does not exist: there is no such folder. Give the folder"
+            " of a saved model, or a Hugging Face repo id such as 'org/name'"
+        )
+    config = adapter / "adapter_config.json"
+    if not config.is_file():
+        return
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"adapter config {config} is not valid JSON ({exc}); fix it, or save the"
+            " adapter again (PEFT's save_pretrained writes it)"
+        ) from None
+
+
+def _is_local_path(base: str) -> bool:
+    """Whether ``base`` can only be a folder, never a hub repo id ('name' or 'org/name')."""
+    return base.startswith(("/", "./", "../", "~")) or base.count("/") > 1

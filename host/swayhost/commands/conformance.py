@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from swayhost.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from swayhost.node_deps import missing_dependency
 from swayhost.spec import ModelSpec, WorkerOptions
 
 SPEC_FIELDS = ("kind", "base", "adapter", "dtype", "device", "entry_point", "endpoint")
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    problem = missing_dependency(args.argv)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
     texts = {k: getattr(args, k) for k in ("prompt", "completion") if getattr(args, k) is not None}
     console = Console()
     progress = None if args.json else (lambda result: report.print_result(console, result))
@@ -108,6 +113,7 @@ def spec_from_args(args: argparse.Namespace) -> ModelSpec:
     adapter = values.pop("adapter", None)
     worker = WorkerOptions(
         command=tuple(args.argv) or None,
+        name=command_label(args.argv),
         startup_timeout=args.startup_timeout,
         options=options,
     )
@@ -116,3 +122,13 @@ def spec_from_args(args: argparse.Namespace) -> ModelSpec:
         adapter=Path(adapter) if adapter else None,
         worker=worker,
     )
+
+
+def command_label(argv: list[str]) -> str | None:
+    """How messages name a worker command: its script or module (``worker.js``), not the kind.
+
+    Without it a failing ``-- node workers/node/worker.js`` was reported as
+    worker 'dummy', the default kind's name.
+    """
+    named = [a for a in argv[1:] if not a.startswith("-")] or argv[:1]
+    return Path(named[-1]).name if named else None

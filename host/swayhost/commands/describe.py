@@ -1,15 +1,34 @@
-"""``swayhost describe``: start a worker and print what it advertises."""
+"""``swayhost describe``: start a worker and print what it advertises.
+
+The dummy worker (and a worker command after ``--``) describes itself with
+no model. Every other kind Loads a model first, so it needs the flags that
+name one (``NEEDS``); without them the command says which, instead of
+starting a worker that can only fail.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
 import swayhost
-from swayhost.exitcodes import EXIT_OK
+from swayhost.commands.conformance import command_label
+from swayhost.console import print_table, table
+from swayhost.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from swayhost.node_deps import missing_dependency
+
+NEEDS = {
+    "hf": ("base", "adapter"),
+    "mlx": ("base", "adapter"),
+    "api": ("base", "endpoint"),
+    "custom": ("base", "entry_point"),
+}
+"""The flags each kind needs to Load a model (the dummy worker needs none)."""
 
 
 def register(sub: Any) -> None:
@@ -17,26 +36,54 @@ def register(sub: Any) -> None:
         "describe", help="start a worker and print what it advertises"
     )
     parser.add_argument("--kind", default="dummy", help="built-in worker kind (default dummy)")
+    parser.add_argument("--base", help="the model to Load (HF id or folder; api: model name)")
+    parser.add_argument("--adapter", type=Path, help="its adapter folder (hf, mlx)")
+    parser.add_argument("--endpoint", help="api kind: the server's base URL")
+    parser.add_argument("--entry-point", help="custom kind: module:Class")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("argv", nargs="*", help="worker command after --, instead of --kind")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    worker = swayhost.WorkerOptions(command=tuple(args.argv) if args.argv else None)
-    with swayhost.spawn(swayhost.ModelSpec(kind=args.kind, base="", worker=worker)) as backend:
+    missing = [] if args.argv else [f for f in NEEDS.get(args.kind, ()) if not getattr(args, f)]
+    if missing:
+        flags = " and ".join(f"--{f.replace('_', '-')}" for f in NEEDS[args.kind])
+        print(
+            f"error: describe --kind {args.kind} loads a model first: pass {flags}"
+            f" (`swayhost workers --kind {args.kind}` shows its interpreter and versions"
+            " without one)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    problem = missing_dependency(args.argv)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    worker = swayhost.WorkerOptions(
+        command=tuple(args.argv) if args.argv else None, name=command_label(args.argv)
+    )
+    spec = swayhost.ModelSpec(
+        kind=args.kind,
+        base=args.base or "",
+        adapter=args.adapter,
+        dtype=args.dtype,
+        device=args.device,
+        endpoint=args.endpoint,
+        entry_point=args.entry_point,
+        worker=worker,
+    )
+    start = swayhost.spawn if args.argv or args.kind == "dummy" else swayhost.build
+    with start(spec) as backend:
         described = MessageToDict(backend.description, preserving_proto_field_name=True)
     if args.json:
         print(json.dumps(described, indent=2, sort_keys=True))
         return EXIT_OK
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"worker {described.get('worker_kind', '?')}")
-    table.add_column("field")
-    table.add_column("value")
+    rows = table(f"worker {described.get('worker_kind', '?')}", "field", "value")
     for section in ("runtime", "framework_versions", "capabilities", "limits", "model"):
         for key, value in sorted(described.get(section, {}).items()):
-            table.add_row(f"{section}.{key}", str(value))
-    Console().print(table)
+            rows.add_row(f"{section}.{key}", str(value))
+    print_table(rows)
     return EXIT_OK

@@ -4,18 +4,20 @@
 ``running``, ``gone`` (the pid has exited) or ``pid reused`` (another
 process has the pid now). ``stop NAME`` ends a running one (Shutdown, then
 SIGTERM, then SIGKILL, each signal only to the recorded process) and removes
-its record; a stale record is only removed, never signalled.
+its record; a stale record is only removed, never signalled; a name with
+no record is an error (exit 1), so a script's typo does not pass for a stop.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
 from swayhost import detached
-from swayhost.exitcodes import EXIT_OK, EXIT_USAGE
+from swayhost.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def register(sub: Any) -> None:
@@ -65,6 +67,13 @@ def run_stop(args: argparse.Namespace) -> int:
     if not names:
         print("error: name the workers to stop, or pass --all")
         return EXIT_USAGE
+    unknown = [name for name in names if detached.load(name) is None]
     for name in names:
-        print(detached.stop(name))
-    return EXIT_OK
+        if name not in unknown:
+            print(detached.stop(name))
+    for name in unknown:
+        print(
+            f"error: no detached worker is named {name!r}; `swayhost detached list` shows them",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if unknown else EXIT_OK

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from swayhost import config, envs
+from swayhost.console import print_table, table
 from swayhost.exitcodes import EXIT_FAILED, EXIT_OK
 from swayhost.spec import KINDS
 
@@ -79,16 +80,16 @@ def run_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no envs under {envs.envs_root()}")
         return EXIT_OK
-    table = _table(f"envs under {envs.envs_root()}", "hash", "name", "state", "spec", "versions")
+    listing = table(f"envs under {envs.envs_root()}", "hash", "name", "state", "spec", "versions")
     for row in rows:
-        table.add_row(
+        listing.add_row(
             row["digest"],
             row["name"],
             f"{row['state']}\n{_size(row['size_bytes'])}, used {_ago(row['last_used'])}",
             _spec_text(row["spec"]),
             "\n".join(f"{k} {v}" for k, v in sorted(row["versions"].items())),
         )
-    _print(table)
+    print_table(listing)
     return EXIT_OK
 
 
@@ -131,12 +132,16 @@ def run_create(args: argparse.Namespace) -> int:
     missing = [kind for kind in args.kind or () if kind not in declared]
     if missing or not declared:
         path = config.default_config_path()
-        problem = (
-            f"workers.{missing[0]} of {path} declares no `environment:`"
-            if missing
-            else f"no worker section of {path} declares an `environment:`"
-        )
-        print(f"error: {problem}; add one (README: Worker environments)", file=sys.stderr)
+        if not path.exists():
+            problem = (
+                f"there is no host config file ({path} does not exist); create it with a worker"
+                f" section that declares `environment:`, or point {config.CONFIG_ENV} at one"
+            )
+        elif missing:
+            problem = f"workers.{missing[0]} of {path} declares no `environment:`; add one"
+        else:
+            problem = f"no worker section of {path} declares an `environment:`; add one"
+        print(f"error: {problem} (README: Worker environments)", file=sys.stderr)
         return EXIT_FAILED
     rows = []
     for kind, spec in declared.items():
@@ -154,11 +159,11 @@ def run_create(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return EXIT_OK
-    table = _table("worker envs", "kind", "hash", "result", "interpreter")
+    created = table("worker envs", "kind", "hash", "result", "interpreter")
     for row in rows:
         result = f"{'built' if row['built'] else 'cache hit'} in {row['seconds']:.2f}s"
-        table.add_row(row["kind"], row["digest"], result, row["python"])
-    _print(table)
+        created.add_row(str(row["kind"]), str(row["digest"]), result, str(row["python"]))
+    print_table(created)
     return EXIT_OK
 
 
@@ -203,21 +208,6 @@ def _declared_digests() -> set[str]:
 
 
 # -- output --------------------------------------------------------------------
-
-
-def _table(title: str, *columns: str) -> Any:
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    return table
-
-
-def _print(table: Any) -> None:
-    from rich.console import Console
-
-    Console().print(table)
 
 
 def _size(size: int) -> str:

@@ -13,6 +13,7 @@ import json
 import time
 from typing import Any
 
+from swayhost.console import table
 from swayhost.exitcodes import EXIT_OK
 from swayhost.journal import summarize
 
@@ -32,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
         return EXIT_OK
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     total = sum(summary.results.values())
@@ -42,16 +42,12 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"results  {total}" + (f" ({by_op})" if by_op else ""))
     events = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.events.items()))
     console.print(f"events   {events or 'none'}")
-    runs = Table(title="runs")
-    for column in ("run", "started", "host pid", "computed"):
-        runs.add_column(column)
+    runs = table("runs", "run", "started", "host pid", "computed")
     for r in summary.runs:
         runs.add_row(str(r.run), _when(r.started), str(r.host_pid), str(r.computed))
     console.print(runs)
     if summary.recent_events:
-        recent = Table(title="latest events")
-        for column in ("at", "run", "kind", "message"):
-            recent.add_column(column)
+        recent = table("latest events", "at", "run", "kind", "message")
         for e in summary.recent_events:
             recent.add_row(_when(e.at), str(e.run), e.kind, e.message)
         console.print(recent)

@@ -14,6 +14,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from swayworker.protocol import listen_address
+
 from swayhost import config
 from swayhost.exitcodes import EXIT_USAGE
 from swayhost.local import worker_process
@@ -29,7 +31,13 @@ def register(sub: Any) -> None:
     serve = actions.add_parser(
         "serve", help="serve a worker over TCP (mutual TLS + bearer token) until stopped"
     )
-    serve.add_argument("--listen", required=True, metavar="HOST:PORT", help="e.g. 0.0.0.0:7443")
+    serve.add_argument(
+        "--listen",
+        required=True,
+        type=_listen,
+        metavar="HOST:PORT",
+        help="e.g. 0.0.0.0:7443 (port 1-65535, or 0 for any free port)",
+    )
     serve.add_argument("--kind", choices=KINDS, default="hf", help="worker kind (default hf)")
     serve.add_argument("--base", help="the model to load before serving (HF id or folder)")
     serve.add_argument("--adapter", type=Path, help="its adapter folder")
@@ -96,6 +104,15 @@ def run_serve(args: argparse.Namespace) -> int:
 def _absolute(path: Path) -> Path:
     """The worker may run in another folder (``cwd``): give it paths that hold there."""
     return path.expanduser().resolve()
+
+
+def _listen(text: str) -> str:
+    """``--listen``, checked here so a bad port is a usage error, not a silent other port."""
+    try:
+        listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _option(item: str) -> tuple[str, str]:

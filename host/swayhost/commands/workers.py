@@ -22,6 +22,7 @@ from google.protobuf.json_format import MessageToDict
 
 from swayhost import config, envs
 from swayhost.connection import WorkerConnection
+from swayhost.console import print_table, table
 from swayhost.errors import SwayHostError
 from swayhost.exitcodes import EXIT_FAILED, EXIT_OK
 from swayhost.local import worker_process
@@ -110,21 +111,16 @@ def _describe(
 
 
 def _render(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="workers")
-    for column in ("kind", "env", "interpreter", "versions", "capabilities"):
-        table.add_column(column)
+    rows_table = table("workers", "kind", "env", "interpreter", "versions", "capabilities")
     for row in rows:
         env = row["env"]
         where = f"python: {row['python']}" if row["python"] else "current interpreter"
         where = where if env is None else f"environment {env['name']} [{env['digest']}]"
         if row["state"] != "ok":
-            table.add_row(row["kind"], where, f"{row['state']}: {row['error']}", "", "")
+            rows_table.add_row(row["kind"], where, f"{row['state']}: {row['error']}", "", "")
             continue
         versions = "\n".join(f"{k} {v}" for k, v in sorted(row["framework_versions"].items()))
         shown = ", ".join(row["protocols"]) if row["loaded"] else "(after Load: pass --base)"
         runtime = f"{row['runtime']}\n{row['interpreter']}"
-        table.add_row(row["kind"], where, runtime, versions, shown)
-    Console().print(table)
+        rows_table.add_row(row["kind"], where, runtime, versions, shown)
+    print_table(rows_table)

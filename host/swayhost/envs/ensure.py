@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from swayhost.console import step
 from swayhost.envs import installers, pythons
 from swayhost.envs.cache import CachedEnv, envs_root, log_path
 from swayhost.envs.diagnose import diagnose
@@ -32,6 +33,7 @@ from swayhost.envs.project import WorkerPackage, worker_package
 from swayhost.envs.runner import StepResult, StepTimeout, run_step
 from swayhost.envs.spec import EnvSpec, digest, identity
 from swayhost.errors import EnvError
+from swayhost.paths import writable
 
 LAYER_PTH = "_swayhost_inherit.pth"
 SOURCE_PTH = "_swayhost_worker_source.pth"
@@ -85,7 +87,7 @@ def provision(spec: EnvSpec) -> Provisioned:
     """``ensure``, also saying whether the env was built and how long it took."""
     started = time.monotonic()
     resolved = resolve(spec)
-    folder = envs_root()
+    folder = writable(envs_root())
     env = CachedEnv(folder / resolved.digest)
     lock = EnvLock(folder, resolved.digest)
     try:
@@ -100,8 +102,10 @@ def provision(spec: EnvSpec) -> Provisioned:
         ) from None
     try:
         built = not env.complete()
-        if built:
-            _Build(resolved, env, folder, lock, deadline=started + spec.timeout).run()
+        if built:  # minutes, the first time: say so, as pip and uv do
+            log = log_path(folder, resolved.digest)
+            with step(f"building {label(spec, resolved.digest)} (once; log: {log})"):
+                _Build(resolved, env, folder, lock, deadline=started + spec.timeout).run()
         env.touch()
     finally:
         lock.release()

@@ -53,6 +53,24 @@ function probeError(probe, message) {
   });
 }
 
+/**
+ * Python's repr() of a string, so messages quote inputs exactly as sway's do
+ * (single quotes unless the text holds one and no double quote).
+ */
+function pyRepr(text) {
+  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  const escapes = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+  let body = '';
+  for (const ch of text) {
+    const code = ch.codePointAt(0);
+    if (escapes[ch] !== undefined) body += escapes[ch];
+    else if (ch === quote) body += `\\${ch}`;
+    else if (code < 0x20 || code === 0x7f) body += `\\x${code.toString(16).padStart(2, '0')}`;
+    else body += ch;
+  }
+  return `${quote}${body}${quote}`;
+}
+
 /** Any thrown value as a ContractError; unexpected ones are INTERNAL. */
 function asContractError(error) {
   if (error instanceof ContractError) return error;
@@ -97,6 +115,7 @@ module.exports = {
   badSpec,
   notLoaded,
   probeError,
+  pyRepr,
   asContractError,
   toStatus,
   toProtoError,

@@ -12,7 +12,7 @@
 
 const { seeded } = require('./random');
 const { tokenize, detokenize, VOCAB_SIZE } = require('./ngram');
-const { badArgument, probeError } = require('./errors');
+const { badArgument, probeError, pyRepr } = require('./errors');
 
 const MAX_PROMPT_TOKENS = 4096;
 const TAIL_FLOOR = 1e-12;
@@ -43,7 +43,11 @@ function float32Bytes(values) {
 /** Sum of log P(completion tokens | everything before them). */
 function logprobOf(model, mixture, prompt, completion) {
   if (completion === '') {
-    throw probeError('logprob_of', 'completion is empty; it must tokenize to at least one token');
+    // sway's own words (its HF backend's), so callers match one message whichever worker served.
+    throw probeError(
+      'logprob_of',
+      `completion tokenized to zero tokens (prompt=${pyRepr(prompt)}, completion='')`,
+    );
   }
   const promptLength = tokensOf(prompt, 'prompt').length;
   const ids = tokensOf(prompt + completion, 'prompt + completion');

@@ -18,6 +18,7 @@ def load_hf(msg: pb.ModelSpec) -> Any:
         raise spec_validation_error(
             "hf backend requires an adapter path (set `adapter:` on the ft model)"
         )
+    worker_spec.check_model_files(msg.base, adapter)
     from swayworker.hf.backend import HFDifferentialBackend
     from swayworker.hf.compat import explain
 

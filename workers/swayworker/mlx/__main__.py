@@ -24,6 +24,7 @@ def load_mlx(msg: pb.ModelSpec) -> Any:
         raise spec_validation_error(
             "mlx backend requires an adapter path (set `adapter:` on the ft model)"
         )
+    worker_spec.check_model_files(msg.base, adapter)
     try:
         from swayworker.mlx.backend import MLXDifferentialBackend
     except ImportError as exc:
