@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -406,7 +405,7 @@ def test_a_refused_handshake_names_the_command_and_leaves_no_folder(tmp_path: Pa
     run = conformance("--", *command, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert run.status("cookie") == "pass"
     assert run.detail("handshake").startswith(
-        f"worker {shlex.join(command)!r} printed an invalid handshake line: handshake version "
+        "worker 'rejected_handshake.py' printed an invalid handshake line: handshake version "
         "2 is not supported (this host speaks 1); upgrade the older of host and worker."
     )
     assert list(tmp_path.iterdir()) == []
