@@ -42,6 +42,7 @@ from swayworker.protocol import (
 )
 
 from swayhost.errors import WorkerStartError
+from swayhost.nesting import refuse_inside_worker
 
 log = logging.getLogger("swayhost")
 
@@ -116,6 +117,7 @@ class WorkerProcess:
 
     def start(self) -> Handshake:
         """Spawn the worker and return its validated handshake."""
+        refuse_inside_worker(f"starting worker {self.name!r}")
         env = self.environment(detached=self.log_path is not None)
         try:
             with self._stderr_target() as stderr:

@@ -37,6 +37,7 @@ from swayworker.protocol import (
     CORE_PROTOCOL_VERSION,
     FRAMES_ENV,
     HEALTH_SERVICE,
+    IN_WORKER_ENV,
     MAGIC_COOKIE_KEY,
     MAGIC_COOKIE_VALUE,
     MAX_MESSAGE_BYTES,
@@ -87,6 +88,9 @@ def serve(
         sys.stderr.write(NOT_A_PROGRAM.format(key=MAGIC_COOKIE_KEY))
         sys.exit(1)
     faulthandler.enable()  # a segfault leaves its traceback in the host's stderr tail
+    # Marked before anything imports a user's code, so a module that builds a
+    # backend when imported is refused by the host instead of starting a chain.
+    os.environ[IN_WORKER_ENV] = f"{worker_kind} worker (pid {os.getpid()})"
     try:
         listener: Listener = remote.listener_from_env(os.environ) or UnixListener()
         to_load = remote.spec_to_load(os.environ)
