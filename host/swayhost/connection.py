@@ -75,7 +75,8 @@ class WorkerConnection:
             self.close()
             raise WorkerStartError(
                 f"worker {self.name!r} printed a handshake but did not answer on "
-                f"{handshake.address}: {exc}{self.endpoint.stderr_excerpt()}"
+                f"{handshake.address}: {_why_no_answer(exc, remaining)}"
+                f"{self.endpoint.stderr_excerpt()}"
             ) from exc
         except WorkerStartError:
             self.close()
@@ -170,3 +171,12 @@ def _close_all_at_exit() -> None:
 
 
 atexit.register(_close_all_at_exit)
+
+
+def _why_no_answer(exc: grpc.RpcError | grpc.FutureTimeoutError, waited: float) -> str:
+    """The reason a fresh worker did not answer, never empty (a timeout's text is)."""
+    if isinstance(exc, grpc.FutureTimeoutError):
+        return f"no connection within {waited:g}s"
+    code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+    details = exc.details() if hasattr(exc, "details") else ""
+    return f"{code}: {details}" if details else code
