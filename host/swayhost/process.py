@@ -416,11 +416,7 @@ class WorkerProcess:
         """Whether a process of the (reaped) worker's group is left, e.g. a wrapper's child."""
         if self._proc is None or self.alive():
             return False
-        try:
-            os.killpg(self._proc.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return group_alive(self._proc.pid)
 
     def _group_gone(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -466,6 +462,31 @@ def shown(output: str) -> str:
     if len(output) <= SHOWN_OUTPUT_CHARS:
         return repr(output)
     return f"{output[:SHOWN_OUTPUT_CHARS]!r}..."
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live process is in group ``pgid``; zombies are not.
+
+    A killed wrapper's child is a zombie until init reaps it, and a
+    container's init may never do so; signal 0 would count it for good.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return True  # no /proc to tell zombies apart: whatever answers counts
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _ppid, group = (entry / "stat").read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if group == str(pgid) and state != "Z":
+            return True
+    return False
 
 
 def is_socket(path: str) -> bool:

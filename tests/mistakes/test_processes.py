@@ -26,6 +26,7 @@ import pytest
 import swayhost
 from swayhost import ModelSpec, RecoveryPolicy, WorkerOptions
 from swayhost.errors import WorkerInternalError, WorkerStartError
+from swayhost.process import group_alive
 from swayworker.protocol import CORE_PROTOCOL_VERSION, PROTOCOL_VERSION
 
 TAG = "SWAY_TEST_PROCESS_TAG"
@@ -271,16 +272,25 @@ def test_a_wrapper_shell_with_a_bad_handshake_fails_fast_and_leaves_no_child(tag
     assert_none_left(tag, within=1.0)
 
 
-def test_closing_a_worker_behind_a_wrapper_shell_stops_the_shell_too(tag: str) -> None:
-    """``sh -c 'worker; sleep'``: the worker exits on Shutdown, the shell's sleep is stopped."""
+def test_closing_a_worker_behind_a_wrapper_shell_stops_the_shell_too(
+    tag: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``sh -c 'worker; sleep'``: the worker exits on Shutdown, the shell's sleep is stopped.
+
+    The shell does not exit after Shutdown (its sleep runs on), so the host
+    sends the group SIGTERM, which ends it: no SIGKILL is needed, even where
+    the killed sleep stays a zombie (a container's init may never reap it).
+    """
     command = f"{sys.executable} -m swayworker.dummy; sleep 40"
     options = WorkerOptions(command=("sh", "-c", command))
     backend = swayhost.spawn(ModelSpec(kind="dummy", base="toy", worker=options))
     with backend.as_base() as view:
         view.logprob_of("a b", " c")
     started = time.monotonic()
-    backend.close()
+    with caplog.at_level(logging.WARNING, "swayhost"):
+        backend.close()
     assert time.monotonic() - started < 10
+    assert not [r for r in caplog.records if "ignored SIGTERM" in r.getMessage()]
     assert_none_left(tag, within=1.0)
 
 
@@ -357,3 +367,31 @@ def test_megabytes_of_stdout_without_a_newline_are_reported_at_once(tag: str) ->
         "(see docs/writing-a-worker.md)."
     )
     assert_none_left(tag, within=1.0)
+
+
+def test_a_zombie_left_in_a_workers_group_does_not_count_as_running() -> None:
+    """A killed wrapper's child is a zombie until init reaps it, which may be never.
+
+    Counting it as running made every stop of a wrapped worker wait out its
+    grace and report that the worker ignored SIGTERM.
+    """
+    child = subprocess.Popen(["true"], start_new_session=True)  # its own group, not reaped
+    try:
+        wait_until_zombie(child.pid)
+        os.killpg(child.pid, 0)  # signal 0 still finds the group...
+        assert not group_alive(child.pid)  # ... which has no live process
+    finally:
+        child.wait()
+    sleeper = subprocess.Popen(["sleep", "40"], start_new_session=True)
+    try:
+        assert group_alive(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def wait_until_zombie(pid: int) -> None:
+    deadline = time.monotonic() + 5
+    while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
