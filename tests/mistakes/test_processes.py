@@ -395,3 +395,67 @@ def wait_until_zombie(pid: int) -> None:
     while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_a_load_that_hangs_is_named_within_seconds_then_fails_with_the_reason(
+    tag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An entry point whose import never returns (in life: a hung download or import)."""
+    (tmp_path / "stuck_import.py").write_text(STUCK_IMPORT)
+    monkeypatch.setenv("PYTHONPATH", pythonpath(tmp_path))
+    monkeypatch.setenv("STUCK_MARK", str(tmp_path / "mark"))
+    options = WorkerOptions(startup_timeout=7.0)
+    spec = ModelSpec(kind="custom", base="toy", entry_point="stuck_import:Blocks", worker=options)
+    with caplog.at_level(logging.WARNING, "swayhost"), pytest.raises(WorkerStartError) as info:
+        swayhost.build(spec)
+    assert re.match(
+        r"worker 'custom' \(pid \d+\) did not finish loading custom model 'toy' \(entry_point "
+        r"'stuck_import:Blocks'\) within 7s\. Raise startup_timeout if the model is just slow "
+        r"to load; otherwise the load hangs \(a download, an import\)\.",
+        str(info.value),
+    ), str(info.value)
+    notices = [r.getMessage() for r in caplog.records if "is still loading" in r.getMessage()]
+    assert len(notices) == 1
+    assert re.fullmatch(
+        r"worker custom \(pid \d+\) is still loading custom model 'toy' \(entry_point "
+        r"'stuck_import:Blocks'\) after 5s; waiting up to 7s",
+        notices[0],
+    )
+    assert_none_left(tag, within=5.0)
+
+
+@pytest.mark.slow
+def test_a_worker_stuck_in_load_still_ends_on_sigterm(tag: str, tmp_path: Path) -> None:
+    """``kill PID`` by a user: the clean stop waits for the Load, so the worker exits anyway."""
+    (tmp_path / "stuck_import.py").write_text(STUCK_IMPORT)
+    (tmp_path / "host.py").write_text(HOST)
+    mark = tmp_path / "mark"
+    env = dict(os.environ, PYTHONPATH=pythonpath(tmp_path), STUCK_MARK=str(mark))
+    host = subprocess.Popen([sys.executable, str(tmp_path / "host.py"), "load", "spawned"], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not mark.exists():
+            assert time.monotonic() < deadline, "the worker never reached its Load"
+            time.sleep(0.05)
+        (worker,) = [p for p in leftovers(tag) if "swayworker.custom" in " ".join(p.cmdline())]
+        worker.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        wait_until_gone(worker, within=5.0)
+        assert time.monotonic() - started >= 1.5, "it should have tried a clean stop first"
+    finally:
+        host.kill()
+        host.wait(5)
+    assert_none_left(tag, within=5.0)
+
+
+def wait_until_gone(proc: psutil.Process, within: float) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        assert time.monotonic() < deadline, f"pid {proc.pid} still running after {within:g}s"
+        time.sleep(0.05)

@@ -125,9 +125,7 @@ def _first_call_only(
     def gone(reason: str) -> None:
         if not fired.acquire(blocking=False):
             return
-        threading.Thread(
-            target=_exit_after_grace, args=(reason, before_exit), name="orphan-exit", daemon=True
-        ).start()
+        exit_soon(reason, before_exit)
         on_parent_gone(reason)
 
     return gone
@@ -148,6 +146,17 @@ def _watch(expected: int | None, gone: Callable[[str], None]) -> None:
         if orphaned(expected):
             gone(f"the host (pid {expected}) is gone")
             return
+
+
+def exit_soon(reason: str, before_exit: Callable[[], None] | None) -> None:
+    """Exit ``ORPHAN_EXIT_GRACE_S`` from now unless a clean stop exits first.
+
+    For any stop nobody will escalate: the host's death, or a signal from a
+    user (``kill PID``) while a Load or call blocks the clean stop.
+    """
+    threading.Thread(
+        target=_exit_after_grace, args=(reason, before_exit), name="exit-soon", daemon=True
+    ).start()
 
 
 def _exit_after_grace(reason: str, before_exit: Callable[[], None] | None) -> None:

@@ -137,8 +137,14 @@ def serve(
         server.start()
         listener.started()
         frames = listener.frames(servicer) if os.environ.get(FRAMES_ENV) == "1" else None
+
+        def _on_signal(signum: int, frame: object) -> None:
+            reason = f"signal {signal.Signals(signum).name}"
+            lifeline.exit_soon(reason, _clean_up)  # a blocked Load or call must not outlast it
+            _stop(reason)
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda s, f: _stop(f"signal {signal.Signals(s).name}"))
+            signal.signal(signum, _on_signal)
         if to_load is not None and not stop.is_set() and not _load_first(servicer, to_load):
             exit_code = 1
             stop.set()
