@@ -104,7 +104,7 @@ def watch_parent(
         return
     expected = parent_to_watch(host_pid())
     gone = _first_call_only(on_parent_gone, before_exit)
-    _arm_pdeathsig(expected, gone)
+    arm_parent_death(expected, gone)
     if orphaned(expected):
         gone("host exited before the worker started")
         return
@@ -177,7 +177,14 @@ def _exit_after_grace(reason: str, before_exit: Callable[[], None] | None) -> No
     os._exit(1)
 
 
-def _arm_pdeathsig(expected: int | None, on_parent_gone: Callable[[str], None]) -> None:
+def arm_parent_death(expected: int | None, on_parent_gone: Callable[[str], None]) -> None:
+    """Linux: call ``on_parent_gone`` when process ``expected``, our parent, dies.
+
+    The kernel's parent-death signal fires when the parent *thread* exits,
+    so a host that starts us from a thread pool would end us as soon as the
+    pool shuts down; the handler therefore acts only once ``getppid()``
+    shows that the parent process itself is gone.
+    """
     if not sys.platform.startswith("linux") or expected is None:
         return
     try:
