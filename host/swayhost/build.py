@@ -20,6 +20,7 @@ from swayhost.endpoint import Launcher
 from swayhost.errors import WorkerBadSpec, as_host_error, spec_validation_error
 from swayhost.launch import launch
 from swayhost.local import ForkingLauncher, LocalLauncher
+from swayhost.nesting import refuse_inside_worker
 from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.spec import ModelSpec, WorkerOptions, coerce_spec
 
@@ -74,6 +75,7 @@ def spawn(spec: ModelSpec) -> RemoteBackend:
     command (``spec.worker.command``). ``spec.worker`` says where
     (``launcher_for``).
     """
+    refuse_inside_worker("swayhost.build/spawn")
     return launch(spec, launcher_for(spec))
 
 

@@ -26,6 +26,7 @@ from swayhost import translate
 from swayhost.endpoint import OwnedEndpoint, WorkerEndpoint
 from swayhost.errors import WorkerCrashedError, WorkerStartError
 from swayhost.frames import FramesClient, framed_stub
+from swayhost.process import WAIT_NOTICE_EVERY_S, WAIT_NOTICE_S
 
 log = logging.getLogger("swayhost")
 
@@ -75,7 +76,8 @@ class WorkerConnection:
             self.close()
             raise WorkerStartError(
                 f"worker {self.name!r} printed a handshake but did not answer on "
-                f"{handshake.address}: {exc}{self.endpoint.stderr_excerpt()}"
+                f"{handshake.address}: {_why_no_answer(exc, remaining)}"
+                f"{self.endpoint.stderr_excerpt()}"
             ) from exc
         except WorkerStartError:
             self.close()
@@ -128,9 +130,46 @@ class WorkerConnection:
         return self._closed
 
     def load(self, spec: pb.ModelSpec, timeout: float) -> pb.DescribeResponse:
-        """Load ``spec`` into the worker; its description once loaded."""
-        response = self.call(self.stub.Load, pb.LoadRequest(spec=spec), timeout=timeout)
+        """Load ``spec`` into the worker; its description once loaded.
+
+        A Load may take long (a first download, a slow import) or hang: after
+        ``WAIT_NOTICE_S`` the host says at WARNING what it waits for, and a
+        Load that outlasts ``timeout`` is a ``WorkerStartError`` saying so.
+        """
+        response = self.call(self._load_saying_so, pb.LoadRequest(spec=spec), timeout=timeout)
         return response.description
+
+    def _load_saying_so(self, request: pb.LoadRequest, timeout: float) -> pb.LoadResponse:
+        what = loading(request.spec)
+        started = time.monotonic()
+        future = self.stub.Load.future(request, timeout=timeout)
+        wait = WAIT_NOTICE_S
+        try:
+            while True:
+                try:
+                    response: pb.LoadResponse = future.result(timeout=wait)
+                    return response
+                except grpc.FutureTimeoutError:
+                    log.warning(
+                        "worker %s (pid %d) is still loading %s after %.0fs; waiting up to %gs",
+                        self.name,
+                        self.endpoint.pid,
+                        what,
+                        time.monotonic() - started,
+                        timeout,
+                    )
+                    wait = WAIT_NOTICE_EVERY_S
+        except grpc.RpcError as exc:
+            if translate.status_code(exc) != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            raise WorkerStartError(
+                f"worker {self.name!r} (pid {self.endpoint.pid}) did not finish loading {what} "
+                f"within {timeout:g}s. Raise startup_timeout if the model is just slow to "
+                "load; otherwise the load hangs (a download, an import)."
+                f"{self.endpoint.stderr_excerpt()}"
+            ) from None
+        finally:
+            future.cancel()  # type: ignore[no-untyped-call]  # a no-op once done
 
     def healthy(self, timeout: float) -> bool:
         """One health check: does the worker answer SERVING within ``timeout``?"""
@@ -170,3 +209,18 @@ def _close_all_at_exit() -> None:
 
 
 atexit.register(_close_all_at_exit)
+
+
+def loading(spec: pb.ModelSpec) -> str:
+    """What a Load loads, in words: ``custom model 'toy' (entry_point 'm:C')``."""
+    entry = f" (entry_point {spec.entry_point!r})" if spec.entry_point else ""
+    return f"{spec.kind} model {spec.base!r}{entry}"
+
+
+def _why_no_answer(exc: grpc.RpcError | grpc.FutureTimeoutError, waited: float) -> str:
+    """The reason a fresh worker did not answer, never empty (a timeout's text is)."""
+    if isinstance(exc, grpc.FutureTimeoutError):
+        return f"no connection within {waited:g}s"
+    code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+    details = exc.details() if hasattr(exc, "details") else ""
+    return f"{code}: {details}" if details else code

@@ -20,8 +20,8 @@ log = logging.getLogger("swayhost")
 def launch(spec: ModelSpec, launcher: Launcher) -> RemoteBackend:
     """Supervise the workers ``launcher`` starts or finds, Load ``spec``, return the proxy."""
     supervisor = Supervisor(spec, launcher)
-    description = supervisor.start()
-    try:
+    try:  # a failed start closes the launcher too: a worker template must not outlive it
+        description = supervisor.start()
         backend = make_proxy(supervisor, spec)
     except BaseException:
         supervisor.close()

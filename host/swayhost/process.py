@@ -22,6 +22,7 @@ import queue
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -43,10 +44,21 @@ from swayworker.protocol import (
 )
 
 from swayhost.errors import WorkerStartError
+from swayhost.nesting import refuse_inside_worker
 
 log = logging.getLogger("swayhost")
 
 STDERR_TAIL_LINES = 200
+HANDSHAKE_MAX_BYTES = 4096
+"""The longest first stdout line read as a handshake (a real one is ~100 bytes)."""
+STDOUT_LINE_MAX_BYTES = 64 * 1024
+"""Later stdout is forwarded in pieces of at most this, newline or not."""
+SHOWN_OUTPUT_CHARS = 200
+"""How much of a worker's stray stdout an error message quotes."""
+WAIT_NOTICE_S = 5.0
+"""After this long without a handshake the host says what it is waiting for..."""
+WAIT_NOTICE_EVERY_S = 30.0
+"""... and then again at this interval while it keeps waiting."""
 _LEVELS = {
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
@@ -119,6 +131,7 @@ class WorkerProcess:
 
     def start(self) -> Handshake:
         """Spawn the worker and return its validated handshake."""
+        refuse_inside_worker(f"starting worker {self.name!r}")
         env = self.environment(detached=self.log_path is not None)
         try:
             with self._stderr_target() as stderr:
@@ -142,6 +155,7 @@ class WorkerProcess:
             self._spawn_thread(self._read_stderr, "stderr")
         try:
             self.handshake = self._await_handshake()
+            self._check_socket(self.handshake)
         except WorkerStartError:
             self.kill()
             raise
@@ -210,7 +224,9 @@ class WorkerProcess:
         self._threads.append(thread)
 
     def _await_handshake(self) -> Handshake:
-        deadline = time.monotonic() + self.startup_timeout
+        started = time.monotonic()
+        deadline = started + self.startup_timeout
+        notice = started + WAIT_NOTICE_S
         while True:
             try:
                 line = self._handshake_lines.get(timeout=0.05)
@@ -224,34 +240,73 @@ class WorkerProcess:
                     f"handshake.{self.stderr_excerpt()}"
                 )
             if line:
-                try:
-                    return parse_handshake(line, loopback_only=self.loopback_only)
-                except HandshakeError as exc:
-                    self._rejected_line = line
-                    raise WorkerStartError(
-                        f"worker {self.name!r} printed an invalid handshake line: {exc}. "
-                        "A worker must print 'CORE|PROTOCOL|unix|ADDRESS|grpc' as its first "
-                        f"stdout line (see docs/writing-a-worker.md).{self.stderr_excerpt()}"
-                    ) from exc
-            if time.monotonic() > deadline:
+                return self._parse_handshake(line)
+            now = time.monotonic()
+            if now > notice and now <= deadline:
+                log.warning(
+                    "worker %s (pid %d) has printed no handshake after %.0fs; still waiting up "
+                    "to %gs for its first stdout line (%s)",
+                    self.name,
+                    self.pid,
+                    now - started,
+                    self.startup_timeout,
+                    shlex.join(self.argv),
+                )
+                notice = now + WAIT_NOTICE_EVERY_S
+            if now > deadline:
                 raise WorkerStartError(
                     f"worker {self.name!r} printed no handshake within {self.startup_timeout:g}s "
                     f"({shlex.join(self.argv)}). Raise startup_timeout if the worker is just slow "
                     f"to import, or check that it calls serve().{self.stderr_excerpt()}"
                 )
 
+    def _parse_handshake(self, line: str) -> Handshake:
+        if len(line.encode("utf-8", "replace")) >= HANDSHAKE_MAX_BYTES:
+            raise WorkerStartError(
+                f"worker {self.name!r} printed non-handshake output on stdout (more than "
+                f"{HANDSHAKE_MAX_BYTES} bytes with no newline), starting "
+                f"{shown(line)}. A worker must print 'CORE|PROTOCOL|unix|ADDRESS|grpc' as its "
+                "first stdout line and log to stderr (see docs/writing-a-worker.md)."
+                f"{self.stderr_excerpt()}"
+            )
+        try:
+            return parse_handshake(line, loopback_only=self.loopback_only)
+        except HandshakeError as exc:
+            self._rejected_line = line
+            raise WorkerStartError(
+                f"worker {self.name!r} printed an invalid handshake line: {exc}. "
+                "A worker must print 'CORE|PROTOCOL|unix|ADDRESS|grpc' as its first "
+                f"stdout line (see docs/writing-a-worker.md).{self.stderr_excerpt()}"
+            ) from exc
+
+    def _check_socket(self, handshake: Handshake) -> None:
+        """Fail at once on a Unix socket path with nothing there, not after the timeout."""
+        if handshake.network != "unix":
+            return
+        for what, path in (("socket", handshake.address), ("framed-path socket", handshake.frames)):
+            if path and not is_socket(path):
+                raise WorkerStartError(
+                    f"worker {self.name!r} named the {what} {path} in its handshake, but "
+                    f"{_no_socket_reason(path)}. A worker must print its handshake only once "
+                    "its server listens on that socket (see docs/writing-a-worker.md)."
+                    f"{self.stderr_excerpt()}"
+                )
+
     # -- streams -----------------------------------------------------------
 
     def _read_stdout(self) -> None:
+        """The first line (capped) to the handshake queue, the rest to the log.
+
+        Lines are read with a cap: a worker printing megabytes with no newline
+        is reported at once instead of when it exits.
+        """
         assert self._proc is not None and self._proc.stdout is not None
-        first = True
-        for raw in iter(self._proc.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if first:
-                self._handshake_lines.put(line)
-                first = False
-            else:
-                self._logger.info("stdout: %s", line)
+        stdout = self._proc.stdout
+        raw = stdout.readline(HANDSHAKE_MAX_BYTES)
+        if raw:
+            self._handshake_lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+            for raw in iter(lambda: stdout.readline(STDOUT_LINE_MAX_BYTES), b""):
+                self._logger.info("stdout: %s", raw.decode("utf-8", "replace").rstrip("\n"))
         self._handshake_lines.put(None)
 
     def _read_stderr(self) -> None:
@@ -321,30 +376,76 @@ class WorkerProcess:
         return self.poll()
 
     def terminate(self, grace: float = 2.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; then clean up."""
-        if self._proc is not None and self.alive():
-            self._proc.terminate()
-            if not self.wait(grace):
+        """SIGTERM to the worker's process group, SIGKILL after ``grace`` s; then clean up.
+
+        The group, not just the process: a wrapper command (``sh -c ...``)
+        leaves its children running otherwise, holding our pipes open.
+        """
+        if self._proc is not None and (self.alive() or self._group_alive()):
+            self._signal_group(signal.SIGTERM)
+            if not (self.wait(grace) and self._group_gone(grace)):
                 log.warning("worker %s ignored SIGTERM for %.1fs; killing it", self.name, grace)
                 self.kill()
                 return
         self._cleanup()
 
     def kill(self) -> None:
-        if self._proc is not None and self.alive():
-            self._proc.kill()
+        """SIGKILL the worker's process group, then clean up."""
+        if self._proc is not None and (self.alive() or self._group_alive()):
+            self._signal_group(signal.SIGKILL)
             self.wait(5.0)
+            self._group_gone(1.0)
         self._cleanup()
 
+    def _signal_group(self, signum: int) -> None:
+        """Signal the worker's group: its pid, since each worker starts its own session.
+
+        Once the worker is reaped its pid is only signalled while a process
+        still has it as group id (the kernel does not reuse it meanwhile).
+        """
+        assert self._proc is not None
+        if self.alive():
+            try:
+                os.killpg(self._proc.pid, signum)
+                return
+            except (ProcessLookupError, PermissionError):
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signum)
+        elif self._group_alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signum)
+
+    def _group_alive(self) -> bool:
+        """Whether a process of the (reaped) worker's group is left, e.g. a wrapper's child."""
+        if self._proc is None or self.alive():
+            return False
+        return group_alive(self._proc.pid)
+
+    def _group_gone(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._group_alive():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def _cleanup(self) -> None:
-        """Close our pipe ends, join readers and remove the socket folder."""
+        """Close our pipe ends, join readers and remove the socket folder.
+
+        A pipe a reader still blocks on (a process outside the worker's group
+        holds it open) is left to that reader: closing it would wait for it.
+        """
         if self._proc is not None and self._proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
         self._join_readers(2.0)
-        for stream in (self._proc.stdout, self._proc.stderr) if self._proc else ():
-            if stream is not None:
-                stream.close()
+        if any(thread.is_alive() for thread in self._threads):
+            log.warning("worker %s: a process outside its group holds its pipes open", self.name)
+        else:
+            for stream in (self._proc.stdout, self._proc.stderr) if self._proc else ():
+                if stream is not None:
+                    stream.close()
         if self.handshake is not None and self.handshake.network == "unix":
             remove_socket_folder(self.handshake.address)
         for path in socket_paths_in(self._rejected_line):
@@ -360,6 +461,53 @@ def log_tail(path: Path, lines: int) -> list[str]:
     except OSError:
         return []
     return text.splitlines()[-lines:]
+
+
+def shown(output: str) -> str:
+    """A worker's stray output, quoted and cut to ``SHOWN_OUTPUT_CHARS``."""
+    if len(output) <= SHOWN_OUTPUT_CHARS:
+        return repr(output)
+    return f"{output[:SHOWN_OUTPUT_CHARS]!r}..."
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live process is in group ``pgid``; zombies are not.
+
+    A killed wrapper's child is a zombie until init reaps it, and a
+    container's init may never do so; signal 0 would count it for good.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return True  # no /proc to tell zombies apart: whatever answers counts
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _ppid, group = (entry / "stat").read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if group == str(pgid) and state != "Z":
+            return True
+    return False
+
+
+def is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _no_socket_reason(path: str) -> str:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return f"it cannot be reached: {exc.strerror or exc}"
+    return "that is not a socket"
 
 
 def excerpt(tail: list[str]) -> str:

@@ -41,8 +41,9 @@ Outcome = pb.ScoreResponse | Exception
 GONE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 """Codes of a call that got no answer because the worker or its socket went away."""
 
-_NAMEABLE_MODULES = ("builtins", "dlm_sway.core.errors")
-"""Modules whose exception classes the host may rebuild by name."""
+_NAMEABLE_MODULES = ("builtins", "dlm_sway.core.errors", "swayhost.errors")
+"""Modules whose exception classes the host may rebuild by name (its own included: a
+worker refusing to start a worker raises ``WorkerStartError``, and so does the build)."""
 
 
 def status_code(exc: grpc.RpcError) -> grpc.StatusCode:

@@ -31,6 +31,11 @@ MAGIC_COOKIE_VALUE = "5f0b2a1e9c7d4e38a6b1f4c2d8e07a93"
 HOST_PID_ENV = "SWAY_PLUGIN_HOST_PID"
 """The host's pid, so a worker can tell it has been orphaned."""
 
+IN_WORKER_ENV = "SWAY_WORKER_PROCESS"
+"""Set by ``serve()`` in every worker: what this worker is (and, while a custom
+worker imports a user's module, which one). The host refuses to start a worker
+where it is set, since a worker that starts workers starts a chain."""
+
 HEALTH_SERVICE = "plugin"
 """Name under which workers report health, as go-plugin does."""
 

@@ -3,7 +3,9 @@
 Order matters here: check the magic cookie (a worker started by hand
 explains itself and exits), bind a Unix socket in a private 0700 folder,
 start gRPC with the health service, print the handshake line, then block
-until Shutdown, SIGTERM/SIGINT or the host's death. On the way out the
+until Shutdown, SIGTERM/SIGINT or the host's death. The host's death is
+watched from the first moment (``swayworker.lifeline``), and the process is
+marked as a worker (``IN_WORKER_ENV``) so it never starts workers itself. On the way out the
 backend is closed and the socket folder removed.
 
 Where the worker listens is a *listener*: the private Unix socket here, or
@@ -37,6 +39,7 @@ from swayworker.protocol import (
     CORE_PROTOCOL_VERSION,
     FRAMES_ENV,
     HEALTH_SERVICE,
+    IN_WORKER_ENV,
     MAGIC_COOKIE_KEY,
     MAGIC_COOKIE_VALUE,
     MAX_MESSAGE_BYTES,
@@ -87,14 +90,30 @@ def serve(
         sys.stderr.write(NOT_A_PROGRAM.format(key=MAGIC_COOKIE_KEY))
         sys.exit(1)
     faulthandler.enable()  # a segfault leaves its traceback in the host's stderr tail
+    # Marked before anything imports a user's code, so a module that builds a
+    # backend when imported is refused by the host instead of starting a chain.
+    os.environ[IN_WORKER_ENV] = f"{worker_kind} worker (pid {os.getpid()})"
+    stop = threading.Event()
+    cleanup: list[Callable[[], None]] = []
+
+    def _stop(reason: str) -> None:
+        log.info("stopping: %s", reason)
+        stop.set()
+
+    def _clean_up() -> None:
+        for step in cleanup:
+            step()
+
+    # Watched from the start: a Load before the handshake may block for good.
+    lifeline.watch_parent(_stop, before_exit=_clean_up)
     try:
         listener: Listener = remote.listener_from_env(os.environ) or UnixListener()
         to_load = remote.spec_to_load(os.environ)
     except remote.ListenError as exc:
         log.error("%s", exc)
         sys.exit(2)
+    cleanup.append(listener.close)
 
-    stop = threading.Event()
     exit_code = 0
     if warmup is not None and loader is not None:
         loader = _after_warm_up(_start_warm_up(warmup), loader, stop)
@@ -119,13 +138,13 @@ def serve(
         listener.started()
         frames = listener.frames(servicer) if os.environ.get(FRAMES_ENV) == "1" else None
 
-        def _stop(reason: str) -> None:
-            log.info("stopping: %s", reason)
-            stop.set()
+        def _on_signal(signum: int, frame: object) -> None:
+            reason = f"signal {signal.Signals(signum).name}"
+            lifeline.exit_soon(reason, _clean_up)  # a blocked Load or call must not outlast it
+            _stop(reason)
 
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda s, f: _stop(f"signal {signal.Signals(s).name}"))
-        lifeline.watch_parent(_stop)
+            signal.signal(signum, _on_signal)
         if to_load is not None and not stop.is_set() and not _load_first(servicer, to_load):
             exit_code = 1
             stop.set()

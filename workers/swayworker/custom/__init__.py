@@ -6,13 +6,18 @@ sees the same messages whether the backend runs in process or out of it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from swayplugin.v1 import backend_pb2 as pb
 
 from swayworker import spec as worker_spec
 from swayworker.capabilities import protocols_of
+from swayworker.protocol import IN_WORKER_ENV
 
 ENTRY_POINT_FORM = "'pkg.module:ClassName'"
 
@@ -43,12 +48,34 @@ def check_entry_point(entry: str | None) -> tuple[str, str]:
     return module_path, class_name
 
 
+@contextlib.contextmanager
+def importing(entry: str, module_path: str) -> Iterator[None]:
+    """Name the module being imported in the worker's mark, for the host to quote.
+
+    A user's script that builds a backend when imported (no ``__main__``
+    guard) reaches ``swayhost.build`` inside this worker; the host refuses,
+    and this is how its message names the script to fix.
+    """
+    mark = os.environ.get(IN_WORKER_ENV, "worker")
+    try:
+        origin = importlib.util.find_spec(module_path)
+    except (ImportError, ValueError):
+        origin = None
+    where = f" ({origin.origin})" if origin is not None and origin.origin else ""
+    os.environ[IN_WORKER_ENV] = f"{mark}, importing the entry_point {entry!r}{where}"
+    try:
+        yield
+    finally:
+        os.environ[IN_WORKER_ENV] = mark
+
+
 def load_custom(msg: pb.ModelSpec) -> Any:
     """Import, construct and protocol-check the user's class (sway's B20 rules)."""
     entry = msg.entry_point
     module_path, class_name = check_entry_point(entry)
     try:
-        module = importlib.import_module(module_path)
+        with importing(entry, module_path):
+            module = importlib.import_module(module_path)
     except ImportError as exc:
         raise spec_validation_error(
             f"custom backend: cannot import module {module_path!r}: {exc}"
