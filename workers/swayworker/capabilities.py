@@ -70,6 +70,7 @@ def capabilities_of(backend: Any) -> pb.Capabilities:
         rolling_logprob="rolling_logprob" in ops,
         next_token_dist="next_token_dist" in ops,
         protocols=protocols,
+        resident_adapters=_has(backend, "resident_adapter"),
     )
 
 
@@ -79,6 +80,7 @@ def limits_of(backend: Any) -> pb.Limits:
         max_message_bytes=MAX_MESSAGE_BYTES,
         max_top_k=int(getattr(backend, "max_top_k", 0)),
         max_prompt_tokens=int(getattr(backend, "max_prompt_tokens", 0)),
+        max_resident_adapters=int(getattr(backend, "max_resident_adapters", 0)),
     )
 
 
