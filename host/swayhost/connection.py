@@ -127,9 +127,13 @@ class WorkerConnection:
     def closed(self) -> bool:
         return self._closed
 
-    def load(self, spec: pb.ModelSpec, timeout: float) -> pb.DescribeResponse:
-        """Load ``spec`` into the worker; its description once loaded."""
-        response = self.call(self.stub.Load, pb.LoadRequest(spec=spec), timeout=timeout)
+    def load(
+        self, spec: pb.ModelSpec, timeout: float, *, keep_resident: bool = False
+    ) -> pb.DescribeResponse:
+        """Load ``spec`` into the worker (beside its adapters with ``keep_resident``);
+        its description once loaded."""
+        request = pb.LoadRequest(spec=spec, keep_resident=keep_resident)
+        response = self.call(self.stub.Load, request, timeout=timeout)
         return response.description
 
     def healthy(self, timeout: float) -> bool:

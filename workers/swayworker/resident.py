@@ -18,6 +18,7 @@ cache identity), sharing the owner's weights and its one active-view slot.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from swayworker import preflight
 from swayworker.errors import BadSpec
 from swayworker.views import AdapterViews, ViewSlot
+
+log = logging.getLogger("swayworker")
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -95,6 +98,7 @@ class ResidentAdapters(Generic[T]):
             if entry is None:
                 entry = _Entry(self._load(path))
                 self._entries[path] = entry
+                log.info("loaded adapter %s (%d resident)", path, len(self._entries))
             self._entries.move_to_end(path)
             self._evict(keep=path)
             return entry.value
@@ -135,6 +139,7 @@ class ResidentAdapters(Generic[T]):
             if path != keep and not self._entries[path].pins:
                 self._drop(path)
                 self.evictions += 1
+                log.info("evicted adapter %s, the least recently used idle one", path)
 
     def _drop(self, path: str) -> None:
         entry = self._entries.pop(path)

@@ -19,15 +19,14 @@ STEPS_PER_CHECKPOINT = 6
 
 def build_checkpoints(base_dir: Path, out_dir: Path, count: int) -> list[Path]:
     """``count`` adapters of the model at ``base_dir`` under ``out_dir`` (each built once)."""
-    return [
-        build_once(
-            Path(out_dir).resolve() / f"checkpoint-{i + 1}",
-            lambda staging, i=i: _build_checkpoint(base_dir, staging, i),
-            RECIPE_VERSION,
-        )
-        / "adapter"
-        for i in range(count)
-    ]
+    return [_checkpoint(base_dir, Path(out_dir).resolve(), i) for i in range(count)]
+
+
+def _checkpoint(base_dir: Path, out_dir: Path, index: int) -> Path:
+    def build(staging: Path) -> None:
+        _build_checkpoint(base_dir, staging, index)
+
+    return build_once(out_dir / f"checkpoint-{index + 1}", build, RECIPE_VERSION) / "adapter"
 
 
 def _build_checkpoint(base_dir: Path, staging: Path, index: int) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from swayhost.conformance.checks import errors, lifecycle, scoring
+from swayhost.conformance.checks import adapters, errors, lifecycle, scoring
 from swayhost.conformance.checks.context import Context
 
 Needs = Literal["nothing", "worker", "model"]
@@ -57,6 +57,7 @@ CHECKS: tuple[Check, ...] = (
     Check("error:max-new-tokens", "model", errors.max_new_tokens),
     Check("error:null-rank-scale", "model", errors.null_rank_scale),
     Check("error:oversized-prompt", "model", errors.oversized_prompt),
+    Check("resident-adapters", "model", adapters.resident_adapters),
     Check("shutdown", "worker", lifecycle.shutdown, ends_worker=True),
     Check("restart", "model", scoring.restart, own_process=True),
     Check("parent-death", "worker", lifecycle.parent_death, own_process=True),
