@@ -120,6 +120,9 @@ def test_swap_on_a_warm_worker_equals_a_fresh_worker(
                 )
                 assert _answers(swapped) == want_answers
         assert backend.pid == pid  # one process throughout: the base was kept
+        log = "\n".join(backend._conn.endpoint.stderr_tail(400))
+        # Same LoRA config: the swap rewrote the tensors in place, no module was injected.
+        assert f"adapter {others[0]} overwrote {first} in place" in log
 
 
 def test_a_failed_swap_keeps_the_adapter_it_had(

@@ -118,6 +118,14 @@ class ResidentAdapters(Generic[T]):
                     entry.pins -= 1
                 self._evict(keep=path)
 
+    def rekey(self, old: str, new: str, value: T) -> None:
+        """``old``'s slot now holds the adapter at ``new`` (its tensors were overwritten)."""
+        with self._lock:
+            entry = self._entries.pop(old)
+            entry.value = value
+            self._entries[new] = entry
+            log.info("adapter %s overwrote %s in place", new, old)
+
     def keep_only(self, path: str) -> T:
         """Load ``path`` and drop every other idle adapter (a swap)."""
         with self._lock:

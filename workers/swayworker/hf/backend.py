@@ -485,7 +485,7 @@ class HFDifferentialBackend(AdapterViews[HFView]):
         self._config: Any = base_model.config
         self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self._closed = False
-        first_adapter = _Adapter(name, self._new_scorer(tokenizer))
+        first_adapter = _Adapter(name, self._new_scorer(tokenizer), _config_of(peft, str(first)))
         self._resident = ResidentAdapters[_Adapter](
             max_resident, self._load_adapter, self._unload_adapter
         )
@@ -574,6 +574,13 @@ class HFDifferentialBackend(AdapterViews[HFView]):
         one built with ``path`` would. A failed load leaves it as it was.
         """
         resolved = Path(path).expanduser().resolve()
+        current = str(self._adapter_path)
+        if str(resolved) not in self._resident and self._resident.paths() == [current]:
+            rewritten = self._overwritten(self._resident.get(current), str(resolved))
+            if rewritten is not None:
+                self._resident.rekey(current, str(resolved), rewritten)
+                if self._active is not None and self._active.name == rewritten.name:
+                    self._active = rewritten
         self._resident.keep_only(str(resolved))
         self._adapter_path = resolved
         self._facades = {p: f for p, f in self._facades.items() if p in self._resident}
@@ -598,9 +605,11 @@ class HFDifferentialBackend(AdapterViews[HFView]):
         name = next(self._names)
         try:
             tokenizer = self._tokenizer_for(Path(path))
-            config = self._peft.PeftConfig.from_pretrained(path)
-            if config.peft_type != self._peft.PeftType.LORA:
-                raise ValueError(f"it is a {config.peft_type} adapter; this worker holds LoRA ones")
+            config = _config_of(self._peft, path)
+            if config["peft_type"] != str(self._peft.PeftType.LORA):
+                raise ValueError(
+                    f"it is a {config['peft_type']} adapter; this worker holds LoRA ones"
+                )
             self._model.load_adapter(path, adapter_name=name, is_trainable=False)
         except Exception as exc:
             if name in self._model.peft_config:
@@ -611,8 +620,40 @@ class HFDifferentialBackend(AdapterViews[HFView]):
                 "this base (adapter_config.json, adapter_model.safetensors), or give it a "
                 "worker of its own."
             ) from exc
-        self._model.eval()
-        return _Adapter(name, self._new_scorer(tokenizer))
+        return _Adapter(name, self._new_scorer(tokenizer), config)
+
+    def _overwritten(self, adapter: _Adapter, path: str) -> _Adapter | None:
+        """``adapter``'s LoRA tensors overwritten with those of ``path``; None when they differ
+        in config, names or shapes (then ``path`` is loaded the long way, which says why).
+
+        A checkpoint sweep swaps adapters of one LoRA config: the modules peft
+        would inject are already there, so only the tensors change (a few ms,
+        against ~100 ms for peft to walk the model twice). Every tensor is
+        checked before any is written, so a mismatch changes nothing.
+        """
+        torch = self._torch
+        try:
+            config = _config_of(self._peft, path)
+            weights = self._peft.utils.load_peft_weights(path, device="cpu")
+        except Exception:
+            return None
+        if config != adapter.config:
+            return None
+        params = dict(self._lora_parameters(adapter.name))
+        incoming = {_param_name(key, adapter.name): tensor for key, tensor in weights.items()}
+        if incoming.keys() != params.keys() or any(
+            params[k].shape != t.shape for k, t in incoming.items()
+        ):
+            return None
+        tokenizer = self._tokenizer_for(Path(path))
+        with torch.no_grad():
+            for key, tensor in incoming.items():
+                param = params[key]
+                param.copy_(tensor.to(dtype=param.dtype, device=param.device))
+        scorer = adapter.scorer
+        if tokenizer is not scorer.tokenizer:
+            scorer = self._new_scorer(tokenizer)
+        return _Adapter(adapter.name, scorer, config)
 
     def _unload_adapter(self, path: str, adapter: _Adapter) -> None:
         self._facades.pop(path, None)
@@ -669,7 +710,7 @@ class HFDifferentialBackend(AdapterViews[HFView]):
         saved: list[tuple[Any, Any]] = []
         try:
             with torch.no_grad():
-                for param in self._lora_parameters():
+                for _, param in self._lora_parameters(self._selected_adapter().name):
                     saved.append((param, param.detach().clone()))
                     noise = torch.randn(*param.shape, generator=generator, dtype=torch.float32)
                     param.copy_(noise.to(dtype=param.dtype, device=param.device) * std)
@@ -714,21 +755,42 @@ class HFDifferentialBackend(AdapterViews[HFView]):
             if isinstance(module, lora_layer) and isinstance(scaling, dict):
                 yield scaling
 
-    def _lora_parameters(self) -> Iterator[Any]:
-        """The active adapter's LoRA tensors (``...lora_A.<name>.weight``), in model order."""
-        active = self._selected_adapter().name
-        marks = tuple(f"{part}.{active}." for part in ("lora_A", "lora_B"))
+    def _lora_parameters(self, adapter: str) -> Iterator[tuple[str, Any]]:
+        """``adapter``'s LoRA tensors (``...lora_A.<adapter>.weight``), in model order."""
+        marks = tuple(f"{part}.{adapter}." for part in ("lora_A", "lora_B"))
         for name, param in self._model.named_parameters():
             if any(mark in name for mark in marks):
-                yield param
+                yield name, param
 
 
 @dataclass(frozen=True, slots=True)
 class _Adapter:
-    """One adapter loaded on the model: its peft name and the scorer with its tokenizer."""
+    """One adapter loaded on the model: its peft name, the scorer with its tokenizer, and
+    its config (what another adapter must match to take over its tensors)."""
 
     name: str
     scorer: _Scorer
+    config: dict[str, Any]
+
+
+_NOT_SHAPE = ("base_model_name_or_path", "revision", "inference_mode")
+"""Config fields that say where an adapter came from, not what its tensors are."""
+
+
+def _config_of(peft: Any, path: str) -> dict[str, Any]:
+    """The adapter's config as a plain dict, less the fields of ``_NOT_SHAPE``."""
+    config = peft.PeftConfig.from_pretrained(path).to_dict()
+    config["peft_type"] = str(config.get("peft_type"))
+    return {k: v for k, v in config.items() if k not in _NOT_SHAPE}
+
+
+def _param_name(saved: str, adapter: str) -> str:
+    """The model's name for a saved LoRA tensor: peft saves ``...lora_A.weight`` for
+    ``...lora_A.<adapter>.weight``."""
+    for part in (".lora_A.", ".lora_B."):
+        if f"{part}weight" in saved:
+            return saved.replace(f"{part}weight", f"{part}{adapter}.weight")
+    return saved
 
 
 def _check_max_batch(value: int) -> int:
