@@ -2,12 +2,14 @@
 
 Two figures, on the ~50M bench model with eight random LoRA adapters of it:
 
-* **second adapter vs cold Load**: the Load RPC of a spec on a worker that
-  holds another base (the whole model read and built: a cold Load of that
-  spec, framework imports already done), against a Load naming the base the
-  worker holds with another adapter (a swap), and against a Load adding one
-  beside the others (``keep_resident``). Goal: the second adapter costs at
-  most 10% of the cold Load.
+* **second adapter vs cold Load**: two cold Loads of the spec, the Load RPC
+  on a freshly started worker (what ``build`` pays: the framework imports
+  still finishing, then the model read and built) and on a worker that held
+  another base (the model read and built again, imports done, the files in
+  the page cache: the harshest comparison), against a Load naming the base
+  the worker holds with another adapter (a swap), and against a Load adding
+  one beside the others (``keep_resident``). Goal: the second adapter costs
+  at most 10% of the cold Load.
 * **RSS with 8 adapters resident** against RSS with one + 8 × an adapter's
   size on disk. Goal: at most 10% over.
 
@@ -94,13 +96,14 @@ def measure(reps: int) -> dict[str, float]:
     adapter_bytes = statistics.mean(
         (a / "adapter_model.safetensors").stat().st_size for a in adapters
     )
-    cold, swap, added = [], [], []
+    fresh, cold, swap, added = [], [], [], []
     rss_one = rss_all = 0
     for _ in range(max(1, reps)):
         conn = WorkerConnection(worker_process(_spec(tiny.base_dir, tiny.adapter_dir)))
         conn.start()
         try:
-            conn.load(_spec(tiny.base_dir, tiny.adapter_dir).to_proto(), timeout=600)  # imports
+            fresh.append(_timed_load(conn, _spec(medium.base_dir, adapters[0])))
+            conn.load(_spec(tiny.base_dir, tiny.adapter_dir).to_proto(), timeout=600)
             cold.append(_timed_load(conn, _spec(medium.base_dir, adapters[0])))
             _score_ft(conn, adapters[0])
             rss_one = _rss(conn)
@@ -113,9 +116,9 @@ def measure(reps: int) -> dict[str, float]:
             rss_all = _rss(conn)
         finally:
             conn.close()
-    cold_s = statistics.median(cold)
     return {
-        "cold_s": cold_s,
+        "fresh_s": statistics.median(fresh),
+        "cold_s": statistics.median(cold),
         "swap_s": statistics.median(swap),
         "added_s": statistics.median(added),
         "rss_one": rss_one,
@@ -128,18 +131,34 @@ def measure(reps: int) -> dict[str, float]:
 def table(m: dict[str, float]) -> str:
     cold = m["cold_s"]
     budget = m["rss_one"] + ADAPTERS * m["adapter_bytes"]
+    fresh = m["fresh_s"]
+
+    def relative(seconds: float) -> str:
+        return f"{seconds / cold:.1%} of the base-reread Load, {seconds / fresh:.1%} of the fresh"
+
     rows = [
-        ("cold Load of the 50M spec", f"{cold * 1e3:.0f} ms", "", ""),
+        (
+            "cold Load on a fresh worker (framework imports included)",
+            f"{fresh * 1e3:.0f} ms",
+            "",
+            "",
+        ),
+        (
+            "cold Load re-reading the base (imports done, page cache warm)",
+            f"{cold * 1e3:.1f} ms",
+            "",
+            "",
+        ),
         (
             "second adapter, swapped on the warm base",
-            f"{m['swap_s'] * 1e3:.0f} ms",
-            f"{m['swap_s'] / cold:.1%} of cold",
+            f"{m['swap_s'] * 1e3:.1f} ms",
+            relative(m["swap_s"]),
             "≤ 10%",
         ),
         (
             "another adapter added beside (keep_resident)",
-            f"{m['added_s'] * 1e3:.0f} ms",
-            f"{m['added_s'] / cold:.1%} of cold",
+            f"{m['added_s'] * 1e3:.1f} ms",
+            relative(m["added_s"]),
             "≤ 10%",
         ),
         ("worker RSS, one adapter", f"{m['rss_one'] / MIB:.0f} MiB", "", ""),
