@@ -297,3 +297,33 @@ def test_a_bad_resident_limit_is_a_spec_error(tiny_model: TinyModel) -> None:
     worker = replace(SERIAL, options={"max_resident_adapters": "0"})
     with pytest.raises(swayhost.WorkerBadSpec, match="max_resident_adapters='0'"):
         swayhost.build(_spec(tiny_model, tiny_model.adapter_dir, worker))
+
+
+def test_mlx_swap_on_a_warm_worker_equals_a_fresh_worker(
+    tiny_model: TinyModel, tiny_adapters: TinyAdapters, mlx_python: Path, tmp_path: Path
+) -> None:
+    """The MLX worker takes a checkpoint of the same LoRA layout in place, bit for bit."""
+    worker = replace(SERIAL, python=str(mlx_python), options={"adapter_cache_dir": str(tmp_path)})
+    first, second, third = tiny_adapters.checkpoints[:3]
+
+    def mlx_spec(adapter: Path) -> Any:
+        return replace(_spec(tiny_model, adapter, worker), kind="mlx")
+
+    want = {}
+    for adapter in (second, third):
+        with swayhost.build(mlx_spec(adapter)) as backend:
+            want[adapter] = (_answers(backend), backend.description)
+    with swayhost.build(mlx_spec(first)) as backend:
+        pid = backend.pid
+        for adapter in (second, third):
+            loaded = backend._conn.load(mlx_spec(adapter).to_proto(), timeout=60)
+            assert loaded.model.cache_identity == want[adapter][1].model.cache_identity
+            backend._supervisor.retain()
+            with make_proxy(backend._supervisor, mlx_spec(adapter), loaded) as swapped:
+                assert _answers(swapped) == want[adapter][0]
+        assert backend.pid == pid
+        log = "\n".join(backend._conn.endpoint.stderr_tail(400))
+        assert f"adapter {second} took over the layers of {first} in place" in log
+        # An adapter of another base cannot take the layers: the Load fails as a fresh one would.
+        with pytest.raises(swayhost.WorkerBadSpec):
+            backend._conn.load(mlx_spec(tiny_adapters.other_base).to_proto(), timeout=60)

@@ -113,7 +113,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         Loading the spec already loaded changes nothing, so a host that
         attaches to a running service Loads its ``loaded_spec`` safely. The
         same base with another adapter swaps the adapter on a backend that
-        can (``swap_adapter``), keeping the base; with ``keep_resident`` the
+        can (``swap_adapter``, True when it did), keeping the base; with ``keep_resident`` the
         adapter joins the resident ones instead, and the description is that
         adapter's. The build runs on the model thread, so the model is made
         on the thread that will run it (and two Loads never overlap).
@@ -132,9 +132,9 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             swap = getattr(backend, "swap_adapter", None)
             if callable(swap) and spec.adapter and _same_base(spec, self._spec):
                 self._held.release()
-                swap(spec.adapter)
-                self._spec = _copy(spec)
-                return
+                if swap(spec.adapter):  # False: it cannot take this one in place
+                    self._spec = _copy(spec)
+                    return
         if self._loader is not None and (backend is None or self._spec != spec):
             self._close_backend()
             self._spec = None

@@ -567,11 +567,12 @@ class HFDifferentialBackend(AdapterViews[HFView]):
         """Load adapter ``path`` now (a Load with keep_resident), raising if it cannot be."""
         self._resident.get(str(Path(path).expanduser().resolve()))
 
-    def swap_adapter(self, path: Path | str) -> None:
+    def swap_adapter(self, path: Path | str) -> bool:
         """Make ``path`` this backend's adapter and drop the others, keeping the base.
 
         Afterwards the backend answers (identity, views, numbers) as a fresh
-        one built with ``path`` would. A failed load leaves it as it was.
+        one built with ``path`` would. A failed load leaves it as it was and
+        raises; the answer is always True (swapped: no fresh Load needed).
         """
         resolved = Path(path).expanduser().resolve()
         current = str(self._adapter_path)
@@ -584,6 +585,7 @@ class HFDifferentialBackend(AdapterViews[HFView]):
         self._resident.keep_only(str(resolved))
         self._adapter_path = resolved
         self._facades = {p: f for p, f in self._facades.items() if p in self._resident}
+        return True
 
     @contextmanager
     def selected(self, path: str) -> Iterator[None]:
