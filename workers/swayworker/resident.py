@@ -116,7 +116,7 @@ class ResidentAdapters(Generic[T]):
                 entry = self._entries.get(path)
                 if entry is not None:
                     entry.pins -= 1
-                self._evict(keep=path)
+                self._evict(keep=None)  # plain LRU order now: it may well be the oldest
 
     def rekey(self, old: str, new: str, value: T) -> None:
         """``old``'s slot now holds the adapter at ``new`` (its tensors were overwritten)."""
@@ -139,7 +139,7 @@ class ResidentAdapters(Generic[T]):
             for path in list(self._entries):
                 self._drop(path)
 
-    def _evict(self, *, keep: str) -> None:
+    def _evict(self, *, keep: str | None) -> None:
         """Drop least recently used idle adapters until the limit holds (never ``keep``)."""
         for path in list(self._entries):
             if len(self._entries) <= self.limit:
