@@ -463,7 +463,7 @@ def test_one_tokenizer_call_gives_each_text_its_own_ids(
 ) -> None:
     """A batch is tokenized in one call; each text must get the ids sway's own call gives it,
     and a text over the context fails alone."""
-    scorer = small_batch._scorer
+    scorer = small_batch._selected_adapter().scorer
     assert scorer is not None
     too_long = "word " * 400
     texts = [*BATCH_PROMPTS, *TEXTS, "", " leading space", "émigré ∑ 日本", too_long]

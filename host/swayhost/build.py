@@ -1,4 +1,5 @@
-"""``build`` and ``build_two_separate``: sway's dispatch, every backend out of process.
+"""``build``, ``build_many`` and ``build_two_separate``: sway's dispatch, every backend
+out of process.
 
 Mirrors sway's ``dlm_sway.backends.build``: the same dispatch on ``kind``
 and the same validation errors (raised here, before any process starts,
@@ -8,21 +9,36 @@ process behind a ``RemoteBackend`` proxy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
+from swayplugin.v1 import backend_pb2 as pb
 from swayworker.custom import check_entry_point
 
 from swayhost.detached import DetachedLauncher
 from swayhost.endpoint import Launcher
-from swayhost.errors import WorkerBadSpec, as_host_error, spec_validation_error
+from swayhost.errors import (
+    BackendNotAvailable,
+    EnvError,
+    WorkerBadSpec,
+    WorkerCrashedError,
+    WorkerStartError,
+    as_host_error,
+    spec_validation_error,
+)
 from swayhost.launch import launch
 from swayhost.local import ForkingLauncher, LocalLauncher
 from swayhost.nesting import refuse_inside_worker
-from swayhost.proxy import RemoteBackend, RemoteView
+from swayhost.proxy import RemoteBackend, RemoteView, make_proxy
 from swayhost.spec import ModelSpec, WorkerOptions, coerce_spec
+from swayhost.supervisor import Supervisor
+
+log = logging.getLogger("swayhost")
 
 
 def build(
@@ -35,7 +51,12 @@ def build(
     """
     spec = coerce_spec(base_spec, worker)
     effective_adapter = adapter_path if adapter_path is not None else spec.adapter
-    spec = spec.with_adapter(effective_adapter)
+    return spawn(_checked(spec.with_adapter(effective_adapter)))
+
+
+def _checked(spec: ModelSpec) -> ModelSpec:
+    """``spec``, or sway's error for what the spec alone shows is wrong."""
+    effective_adapter = spec.adapter
     if spec.kind == "dummy":
         raise spec_validation_error(
             "kind='dummy' backends must be constructed directly via "
@@ -63,7 +84,112 @@ def build(
             raise as_host_error(exc, WorkerBadSpec) from None
     if spec.kind not in ("hf", "mlx", "api", "custom"):
         raise spec_validation_error(f"unknown backend kind: {spec.kind!r}")
-    return spawn(spec)
+    return spec
+
+
+def build_many(
+    base_spec: object, adapters: Sequence[str | Path], *, worker: WorkerOptions | None = None
+) -> list[RemoteBackend]:
+    """One differential backend per adapter, all served by one worker holding the base once.
+
+    Each backend is a full sway backend (base, ft, scaled and null views;
+    its own cache identity, journal and preflight) whose requests name its
+    adapter; the worker keeps up to ``max_resident_adapters`` adapters
+    loaded (``WorkerOptions.options``, default 8) and reloads an evicted
+    one when it is named again. The worker must claim the
+    ``resident_adapters`` capability (the HF worker does); for another
+    worker this raises ``UnsupportedCapabilityError``. With
+    ``WorkerOptions.journal`` set, each adapter journals to a file of its
+    own beside it (``<stem>-<digest of the adapter>.sqlite``), so a sweep
+    resumes per adapter.
+
+    An adapter that cannot be loaded on this base (another base's shapes, a
+    corrupt file) fails alone: its backend's ``load_error`` holds the error,
+    which names its path, and every call on it raises that error again; the
+    other backends are unaffected. The worker stops when the last backend
+    is closed.
+    """
+    paths = [Path(a).expanduser().resolve() for a in adapters]
+    if not paths:
+        raise ValueError("build_many needs at least one adapter path; got an empty sequence")
+    spec = coerce_spec(base_spec, worker)
+    specs = [_checked(_for_adapter(spec, path, len(paths))) for path in paths]
+    first = _first_that_loads(specs)
+    backends: list[RemoteBackend] = []
+    supervisor = first._supervisor
+    try:
+        for adapter_spec in specs:
+            if adapter_spec is first.spec:
+                backends.append(first)
+                continue
+            supervisor.retain()
+            backends.append(_resident(supervisor, adapter_spec))
+    except BaseException:
+        first.close()
+        for backend in backends:
+            if backend is not first:
+                backend.close()
+        raise
+    return backends
+
+
+_NOT_THE_ADAPTER = (WorkerCrashedError, WorkerStartError, BackendNotAvailable, EnvError)
+"""Start failures no other adapter would avoid: raised at once by ``build_many``."""
+
+
+def _first_that_loads(specs: list[ModelSpec]) -> RemoteBackend:
+    """A worker started with the first adapter that loads.
+
+    One that fails here is tried again beside it (``_resident``), where its
+    error names its path; only when none loads is the first error raised.
+    """
+    first_error: Exception | None = None
+    for adapter_spec in specs:
+        try:
+            return spawn(adapter_spec)
+        except _NOT_THE_ADAPTER:
+            raise
+        except Exception as exc:  # this adapter does not load; the next one may
+            log.warning("build_many: adapter %s did not load: %s", adapter_spec.adapter, exc)
+            first_error = first_error or exc
+    assert first_error is not None  # specs is not empty
+    raise first_error
+
+
+def _resident(supervisor: Supervisor, spec: ModelSpec) -> RemoteBackend:
+    """The backend of ``spec``'s adapter on ``supervisor``'s worker (retained for it).
+
+    A bad adapter (the worker's ``WorkerBadSpec``, naming the path) gives a
+    backend whose ``load_error`` says so; its calls raise the same error.
+    """
+    adapter = str(spec.adapter)
+    try:
+        description = supervisor.add_adapter(spec)
+    except WorkerBadSpec as exc:
+        description = pb.DescribeResponse()
+        description.CopyFrom(supervisor.description)
+        description.model.cache_identity = ""  # the proxy names it by kind, base and adapter
+        description.model.adapter_path = adapter
+        log.warning("build_many: %s", exc)
+        backend = make_proxy(supervisor, spec, description, adapter=adapter)
+        backend.load_error = exc
+        return backend
+    except BaseException:
+        supervisor.release()
+        raise
+    return make_proxy(supervisor, spec, description, adapter=adapter)
+
+
+def _for_adapter(spec: ModelSpec, adapter: Path, count: int) -> ModelSpec:
+    """``spec`` with ``adapter``, journaling to a file of that adapter's own when several."""
+    options = spec.worker
+    if options.journal is not None and count > 1:
+        digest = hashlib.sha256(str(adapter).encode()).hexdigest()[:12]
+        journal = options.journal.with_name(
+            f"{options.journal.stem}-{digest}{options.journal.suffix}"
+        )
+        spec = replace(spec, worker=replace(options, journal=journal))
+    return spec.with_adapter(adapter)
 
 
 def spawn(spec: ModelSpec) -> RemoteBackend:

@@ -129,14 +129,18 @@ class WorkerConnection:
     def closed(self) -> bool:
         return self._closed
 
-    def load(self, spec: pb.ModelSpec, timeout: float) -> pb.DescribeResponse:
-        """Load ``spec`` into the worker; its description once loaded.
+    def load(
+        self, spec: pb.ModelSpec, timeout: float, *, keep_resident: bool = False
+    ) -> pb.DescribeResponse:
+        """Load ``spec`` into the worker (beside its adapters with ``keep_resident``);
+        its description once loaded.
 
         A Load may take long (a first download, a slow import) or hang: after
         ``WAIT_NOTICE_S`` the host says at WARNING what it waits for, and a
         Load that outlasts ``timeout`` is a ``WorkerStartError`` saying so.
         """
-        response = self.call(self._load_saying_so, pb.LoadRequest(spec=spec), timeout=timeout)
+        request = pb.LoadRequest(spec=spec, keep_resident=keep_resident)
+        response = self.call(self._load_saying_so, request, timeout=timeout)
         return response.description
 
     def _load_saying_so(self, request: pb.LoadRequest, timeout: float) -> pb.LoadResponse:

@@ -222,10 +222,22 @@ class RemoteBackend:
 
     safe_for_concurrent_views: bool = True
 
-    def __init__(self, supervisor: Supervisor, spec: ModelSpec) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        spec: ModelSpec,
+        description: pb.DescribeResponse | None = None,
+        *,
+        adapter: str = "",
+    ) -> None:
         self._supervisor = supervisor
-        self.description = supervisor.description
+        self.description = description or supervisor.description
         self.spec = spec
+        self._adapter = adapter
+        """Named in every request when the worker serves several adapters (``build_many``)."""
+        self._released = False
+        self.load_error: Exception | None = None
+        """Why this backend's adapter could not be loaded (``build_many``); None when it was."""
         self._local = threading.local()
         caps = self.description.capabilities
         self.__sway_protocols__: tuple[str, ...] = tuple(
@@ -323,6 +335,7 @@ class RemoteBackend:
         self._require(request.op)
         message = request_to_proto(request)
         key = self._key(message)
+        message.adapter = self._adapter
         if key is not None:
             found = self._lookup([key])
             if key in found:
@@ -357,6 +370,8 @@ class RemoteBackend:
             self._require(request.op)
         messages = [request_to_proto(r) for r in requests]
         keys = [self._key(m) for m in messages]
+        for message in messages:
+            message.adapter = self._adapter
         found = self._lookup([k for k in keys if k is not None])
         results: list[Score | Exception | None] = [None] * len(requests)
         pending = []
@@ -402,7 +417,12 @@ class RemoteBackend:
     # -- cache and journal -------------------------------------------------
 
     def _key(self, message: pb.ScoreRequest) -> str | None:
-        """The request's cache and journal key; None when neither is on."""
+        """The request's cache and journal key; None when neither is on.
+
+        Taken before the adapter is named in the message: the identity already
+        names it, so a backend of ``build_many`` and one of ``build`` with the
+        same adapter share their keys (and journals).
+        """
         if self._cache is None and self._journal is None:
             return None
         return message_key(self._identity, message)
@@ -450,8 +470,14 @@ class RemoteBackend:
     # -- lifecycle ---------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the worker (and its standby), close the journal; safe to call more than once."""
-        self._supervisor.close()
+        """Stop the worker (and its standby), close the journal; safe to call more than once.
+
+        A worker shared by several backends (``build_many``) stops with the last one.
+        """
+        if self._released:
+            return
+        self._released = True
+        self._supervisor.release()
         if self._journal is not None:
             self._supervisor.stats.sink = None
             self._journal.close()
@@ -512,11 +538,21 @@ def proxy_class(scalable: bool, null_calibrated: bool, preflight: bool) -> type[
     return type(f"{name}Backend", (*mixins, RemoteBackend), {"__module__": __name__})
 
 
-def make_proxy(supervisor: Supervisor, spec: ModelSpec) -> RemoteBackend:
-    """The proxy for a started supervisor; it opens the journal when the spec names one."""
-    caps = supervisor.description.capabilities
+def make_proxy(
+    supervisor: Supervisor,
+    spec: ModelSpec,
+    description: pb.DescribeResponse | None = None,
+    *,
+    adapter: str = "",
+) -> RemoteBackend:
+    """The proxy for a started supervisor; it opens the journal when the spec names one.
+
+    ``description`` and ``adapter`` make it the proxy of one resident adapter
+    of a worker that holds several (``Supervisor.add_adapter``).
+    """
+    caps = (description or supervisor.description).capabilities
     cls = proxy_class(caps.scalable, caps.null_calibrated, caps.preflight)
-    return cls(supervisor, spec)
+    return cls(supervisor, spec, description, adapter=adapter)
 
 
 def _estimated_bytes(request: Request, vocab_size: int) -> int:

@@ -45,7 +45,12 @@ from swayhost.causes import ExitCause, exit_cause
 from swayhost.connection import WorkerConnection
 from swayhost.deadline import DeadlineEstimator
 from swayhost.endpoint import ClosingLauncher, Launcher
-from swayhost.errors import PoisonInputError, RestartBudgetExhausted, WorkerCrashedError
+from swayhost.errors import (
+    PoisonInputError,
+    RestartBudgetExhausted,
+    UnsupportedCapabilityError,
+    WorkerCrashedError,
+)
 from swayhost.gate import Gate
 from swayhost.policy import RestartBudget, Step, after_crash
 from swayhost.spec import ModelSpec
@@ -115,6 +120,9 @@ class Supervisor:
         self._stopping = threading.Event()
         self._spare_wanted = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._residents: list[ModelSpec] = []
+        """Adapters Loaded beside the spec's (``add_adapter``); each restart Loads them again."""
+        self._users = 1
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -140,6 +148,42 @@ class Supervisor:
         thread = threading.Thread(target=target, name=f"swayhost-{self.name}-{job}", daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def add_adapter(self, spec: ModelSpec) -> pb.DescribeResponse:
+        """Load ``spec``'s adapter beside the resident ones; that adapter's description.
+
+        The worker must claim ``resident_adapters``; ``spec`` must name the
+        base it holds. Every later restart Loads it again after the spec.
+        """
+        description = self.description
+        if not description.capabilities.resident_adapters:
+            raise UnsupportedCapabilityError(
+                f"worker {self.name!r} ({description.worker_kind}) holds one adapter at a time "
+                "(it does not claim the resident_adapters capability), so it cannot serve "
+                f"adapter {spec.adapter} beside {self.spec.adapter}; build one backend per "
+                "adapter with swayhost.build instead",
+                worker=self.name,
+            )
+        gen = self._live_generation()
+        with self._restart_lock:
+            loaded = gen.conn.load(
+                spec.to_proto(), timeout=self.spec.worker.startup_timeout, keep_resident=True
+            )
+            self._residents.append(spec)
+        return loaded
+
+    def retain(self) -> None:
+        """One more backend shares this worker; ``close`` stops it only after the last."""
+        with self._lock:
+            self._users += 1
+
+    def release(self) -> None:
+        """A backend sharing this worker is done with it; the last one closes it."""
+        with self._lock:
+            self._users -= 1
+            last = self._users <= 0
+        if last:
+            self.close()
 
     def close(self) -> None:
         """Stop the threads, the worker and the standby; safe to call more than once."""
@@ -486,8 +530,29 @@ class Supervisor:
         except BaseException:
             conn.close()
             raise
+        try:
+            self._reload_residents(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._spare_wanted.set()
         return _Generation(number, conn, description)
+
+    def _reload_residents(self, conn: WorkerConnection) -> None:
+        """Load the adapters of ``add_adapter`` into a restarted worker, each failing alone.
+
+        One that no longer loads (deleted meanwhile) is logged and left out:
+        the worker loads an adapter a request names anyway, so only that
+        adapter's calls see the error.
+        """
+        timeout = self.spec.worker.startup_timeout
+        for spec in list(self._residents):
+            try:
+                conn.load(spec.to_proto(), timeout=timeout, keep_resident=True)
+            except WorkerCrashedError:
+                raise
+            except Exception as exc:
+                log.warning("worker %s: adapter %s not reloaded: %s", self.name, spec.adapter, exc)
 
     def _check_same_backend(self, gen: _Generation) -> None:
         """Refuse a restarted worker that is not the backend the results came from."""

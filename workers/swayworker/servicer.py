@@ -37,7 +37,7 @@ from swayworker.codec import (
     request_from_proto,
     result_to_proto,
 )
-from swayworker.errors import NotLoaded, UnsupportedOperation, classify, report
+from swayworker.errors import BadSpec, NotLoaded, UnsupportedOperation, classify, report
 from swayworker.held_view import HeldView
 from swayworker.model_thread import ModelThread
 from swayworker.protocol import PROTOCOL_VERSION
@@ -73,8 +73,12 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
 
     # -- metadata ----------------------------------------------------------
 
-    def describe(self) -> pb.DescribeResponse:
-        backend = self._backend
+    def describe(
+        self, backend: Any | None = None, spec: pb.ModelSpec | None = None
+    ) -> pb.DescribeResponse:
+        """What the worker is; with ``backend`` and ``spec``, one resident adapter of it."""
+        if backend is None:
+            backend, spec = self._backend, self._spec
         response = pb.DescribeResponse(
             protocol_version=PROTOCOL_VERSION,
             worker_kind=self._worker_kind,
@@ -82,11 +86,11 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
             framework_versions=caps.framework_versions_of(backend),
             limits=caps.limits_of(backend),  # the message limit holds before Load too
         )
-        if self._spec is not None:
-            response.loaded_spec.CopyFrom(self._spec)
+        if spec is not None:
+            response.loaded_spec.CopyFrom(spec)
         if backend is not None:
             response.capabilities.CopyFrom(caps.capabilities_of(backend))
-            response.model.CopyFrom(caps.model_info_of(backend, self._spec))
+            response.model.CopyFrom(caps.model_info_of(backend, spec))
             response.safe_for_concurrent_views = _concurrent(backend)
         return response
 
@@ -95,35 +99,79 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
 
     def Load(self, request: pb.LoadRequest, context: grpc.ServicerContext) -> Any:
         try:
-            return pb.LoadResponse(description=self.load(request.spec))
+            return pb.LoadResponse(
+                description=self.load(request.spec, keep_resident=request.keep_resident)
+            )
         except Exception as exc:
             log.info("load failed: %s: %s", type(exc).__name__, exc)
             classify(exc).abort(context)
             raise  # unreachable: abort raises
 
-    def load(self, spec: pb.ModelSpec) -> pb.DescribeResponse:
+    def load(self, spec: pb.ModelSpec, *, keep_resident: bool = False) -> pb.DescribeResponse:
         """Build the backend for ``spec`` (unless it is the one loaded); the new description.
 
         Loading the spec already loaded changes nothing, so a host that
         attaches to a running service Loads its ``loaded_spec`` safely. The
-        build runs on the model thread, so the model is made on the thread
-        that will run it (and two Loads never overlap).
+        same base with another adapter swaps the adapter on a backend that
+        can (``swap_adapter``, True when it did), keeping the base; with ``keep_resident`` the
+        adapter joins the resident ones instead, and the description is that
+        adapter's. The build runs on the model thread, so the model is made
+        on the thread that will run it (and two Loads never overlap).
         """
+        if keep_resident:
+            target = self._model.call(lambda: self._add_resident(spec))
+            return self.describe(target, spec)
         self._model.call(lambda: self._load_here(spec))
         return self.describe()
 
     def _load_here(self, spec: pb.ModelSpec) -> None:
-        if self._loader is not None and (self._backend is None or self._spec != spec):
+        backend = self._backend
+        if self._loader is not None and backend is not None and self._spec is not None:
+            if self._spec == spec:
+                return
+            swap = getattr(backend, "swap_adapter", None)
+            if callable(swap) and spec.adapter and _same_base(spec, self._spec):
+                self._held.release()
+                if swap(spec.adapter):  # False: it cannot take this one in place
+                    self._spec = _copy(spec)
+                    return
+        if self._loader is not None and (backend is None or self._spec != spec):
             self._close_backend()
             self._spec = None
             self._backend = self._loader(spec)
-            self._spec = pb.ModelSpec()
-            self._spec.CopyFrom(spec)
-        elif self._backend is None:
+            self._spec = _copy(spec)
+        elif backend is None:
             raise NotLoaded("this worker has no backend and no loader")
         elif self._loader is None:  # served as given: Load only records what it serves
             self._spec = pb.ModelSpec()
             self._spec.CopyFrom(spec)
+
+    def _add_resident(self, spec: pb.ModelSpec) -> Any:
+        """Load ``spec``'s adapter beside the resident ones; that adapter's backend."""
+        backend = self._loaded()
+        if self._spec is None or not _same_base(spec, self._spec):
+            held = self._spec.base if self._spec is not None else "(a backend given up front)"
+            raise BadSpec(
+                f"a Load with keep_resident must name the base this worker holds ({held}, "
+                f"same dtype, device and options); got base {spec.base!r}. Start another "
+                "worker for another base."
+            )
+        target = self._target(backend, spec.adapter)
+        target.preload(spec.adapter)
+        return target
+
+    def _target(self, backend: Any, adapter: str) -> Any:
+        """The backend a request naming ``adapter`` runs on ("": the loaded one)."""
+        if not adapter:
+            return backend
+        resident = getattr(backend, "resident_adapter", None)
+        if not callable(resident):
+            raise UnsupportedOperation(
+                f"this {self._worker_kind!r} worker holds one adapter and cannot serve a "
+                f"request naming adapter {adapter!r} (it lacks the resident_adapters "
+                "capability); run one worker per adapter instead"
+            )
+        return resident(adapter)
 
     # -- scoring -----------------------------------------------------------
 
@@ -141,7 +189,8 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         _validate(decoded.op, self._capabilities(backend))
 
         def score() -> Any:
-            with self._view_of(backend, decoded.view) as view:
+            target = self._target(backend, request.adapter)
+            with self._view_of(target, decoded.view) as view:
                 return _run_one(view, decoded.op)
 
         value = self._serial(backend, score)
@@ -167,7 +216,7 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         """Run a batch; one outcome per request, in order, each failing alone."""
         outcomes: list[Outcome] = [None] * len(messages)
         ops: list[Op | None] = [None] * len(messages)
-        groups: dict[ViewKey, list[int]] = {}
+        groups: dict[tuple[str, ViewKey], list[int]] = {}
         try:
             backend = self._loaded()
         except NotLoaded as exc:
@@ -180,13 +229,21 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
                 outcomes[i] = exc
                 continue
             ops[i] = decoded.op
-            groups.setdefault(decoded.view, []).append(i)
+            groups.setdefault((msg.adapter, decoded.view), []).append(i)
 
         def run_groups() -> None:
             # The view already held goes first: a batch mixing two views switches once, not twice.
+            # Grouped by adapter first, so each adapter is selected once.
             held = self._held.key
-            for view_key in sorted(groups, key=lambda key: key != held):
-                self._run_group(backend, view_key, groups[view_key], ops, outcomes)
+            for adapter, view_key in sorted(groups, key=lambda k: (k[0], k[1] != held)):
+                indices = groups[adapter, view_key]
+                try:
+                    target = self._target(backend, adapter)
+                except Exception as exc:
+                    for i in indices:
+                        outcomes[i] = exc
+                    continue
+                self._run_group(target, view_key, indices, ops, outcomes)
 
         self._serial(backend, run_groups)
         return list(zip(outcomes, ops, strict=True))
@@ -307,6 +364,20 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
         if not callable(null):
             raise UnsupportedOperation("this backend has no null view (as_null_adapter)")
         return null(view.seed, init_scale=view.init_scale, rank_scale=view.rank_scale)
+
+
+def _same_base(spec: pb.ModelSpec, other: pb.ModelSpec) -> bool:
+    """Whether two specs differ at most in their adapter (base, dtype, device, options...)."""
+    mine, theirs = _copy(spec), _copy(other)
+    mine.ClearField("adapter")
+    theirs.ClearField("adapter")
+    return mine == theirs
+
+
+def _copy(spec: pb.ModelSpec) -> pb.ModelSpec:
+    copied = pb.ModelSpec()
+    copied.CopyFrom(spec)
+    return copied
 
 
 def _concurrent(backend: Any) -> bool:

@@ -44,6 +44,7 @@ class ContractError extends Error {
 const badArgument = (message) => new ContractError('ERROR_REASON_BAD_ARGUMENT', message);
 const badSpec = (message) => new ContractError('ERROR_REASON_BAD_SPEC', message);
 const notLoaded = (message) => new ContractError('ERROR_REASON_NOT_LOADED', message);
+const unsupported = (message) => new ContractError('ERROR_REASON_UNSUPPORTED', message);
 
 /** sway's ProbeError(probe, message), e.g. for a completion of zero tokens. */
 function probeError(probe, message) {
@@ -114,6 +115,7 @@ module.exports = {
   badArgument,
   badSpec,
   notLoaded,
+  unsupported,
   probeError,
   pyRepr,
   asContractError,

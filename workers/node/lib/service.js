@@ -17,6 +17,7 @@ const {
   badArgument,
   badSpec,
   notLoaded,
+  unsupported,
   asContractError,
   toStatus,
   toProtoError,
@@ -165,6 +166,7 @@ class Backend {
 
   /** One Score request to its response message (throws a ContractError). */
   score(request) {
+    refuseResident('a request naming adapter', request.adapter);
     const mixture = mixtureOf(request.view);
     if (!request.op) {
       throw badArgument(
@@ -216,6 +218,9 @@ class Backend {
     return {
       Describe: unary(() => this.describe()),
       Load: unary((request) => {
+        if (request.keep_resident) {
+          refuseResident('a Load with keep_resident of adapter', request.spec?.adapter || '?');
+        }
         this.load(request.spec ?? {});
         return { description: this.describe() };
       }),
@@ -236,6 +241,20 @@ class Backend {
       }),
     };
   }
+}
+
+/**
+ * This worker holds one n-gram adapter (no resident_adapters capability), so
+ * a request naming an adapter, or a Load adding one beside it, is refused
+ * rather than silently served with the adapter it has.
+ */
+function refuseResident(what, adapter) {
+  if (!adapter) return;
+  throw unsupported(
+    `the ${WORKER_KIND} worker holds one adapter and cannot serve ${what} ` +
+      `${JSON.stringify(adapter)} (it lacks the resident_adapters capability); ` +
+      'run one worker per adapter instead',
+  );
 }
 
 module.exports = { Backend, MAX_MESSAGE_BYTES };

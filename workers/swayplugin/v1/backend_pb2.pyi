@@ -167,6 +167,7 @@ class Capabilities(_message.Message):
     ROLLING_LOGPROB_FIELD_NUMBER: _builtins.int
     NEXT_TOKEN_DIST_FIELD_NUMBER: _builtins.int
     PROTOCOLS_FIELD_NUMBER: _builtins.int
+    RESIDENT_ADAPTERS_FIELD_NUMBER: _builtins.int
     differential: _builtins.bool
     """as_base / as_finetuned."""
     scalable: _builtins.bool
@@ -183,6 +184,12 @@ class Capabilities(_message.Message):
     logprob_of: _builtins.bool
     rolling_logprob: _builtins.bool
     next_token_dist: _builtins.bool
+    resident_adapters: _builtins.bool
+    """Several adapters of one base held at once: a ScoreRequest may name its
+    adapter, and a Load with keep_resident adds an adapter beside the others.
+    A worker without it refuses both (ERROR_REASON_UNSUPPORTED), and a host
+    must not send them to it.
+    """
     @_builtins.property
     def protocols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names of the sway protocols the backend satisfies."""
@@ -201,10 +208,11 @@ class Capabilities(_message.Message):
         rolling_logprob: _builtins.bool = ...,
         next_token_dist: _builtins.bool = ...,
         protocols: _abc.Iterable[_builtins.str] | None = ...,
+        resident_adapters: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "concurrent_views", b"concurrent_views", "differential", b"differential", "generate", b"generate", "logprob_of", b"logprob_of", "next_token_dist", b"next_token_dist", "null_calibrated", b"null_calibrated", "preflight", b"preflight", "protocols", b"protocols", "rolling_logprob", b"rolling_logprob", "scalable", b"scalable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "concurrent_views", b"concurrent_views", "differential", b"differential", "generate", b"generate", "logprob_of", b"logprob_of", "next_token_dist", b"next_token_dist", "null_calibrated", b"null_calibrated", "preflight", b"preflight", "protocols", b"protocols", "resident_adapters", b"resident_adapters", "rolling_logprob", b"rolling_logprob", "scalable", b"scalable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -218,6 +226,7 @@ class Limits(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     MAX_TOP_K_FIELD_NUMBER: _builtins.int
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_RESIDENT_ADAPTERS_FIELD_NUMBER: _builtins.int
     max_batch: _builtins.int
     """Most requests the worker accepts in one ScoreBatch (0: no limit)."""
     max_message_bytes: _builtins.int
@@ -226,6 +235,10 @@ class Limits(_message.Message):
     """Largest top_k the worker honours; larger values are clamped (0: none)."""
     max_prompt_tokens: _builtins.int
     """Longest prompt in tokens the model accepts (0: unknown)."""
+    max_resident_adapters: _builtins.int
+    """Most adapters held at once (resident_adapters); the least recently used
+    idle one is evicted past it, and loaded again when a request names it.
+    """
     def __init__(
         self,
         *,
@@ -233,10 +246,11 @@ class Limits(_message.Message):
         max_message_bytes: _builtins.int = ...,
         max_top_k: _builtins.int = ...,
         max_prompt_tokens: _builtins.int = ...,
+        max_resident_adapters: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch", b"max_batch", "max_message_bytes", b"max_message_bytes", "max_prompt_tokens", b"max_prompt_tokens", "max_top_k", b"max_top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch", b"max_batch", "max_message_bytes", b"max_message_bytes", "max_prompt_tokens", b"max_prompt_tokens", "max_resident_adapters", b"max_resident_adapters", "max_top_k", b"max_top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -431,16 +445,25 @@ class LoadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SPEC_FIELD_NUMBER: _builtins.int
+    KEEP_RESIDENT_FIELD_NUMBER: _builtins.int
+    keep_resident: _builtins.bool
+    """Keep the adapters already resident and add spec.adapter beside them
+    (Capabilities.resident_adapters; spec must name the base the worker holds).
+    The response describes spec.adapter; requests without an adapter keep
+    using the one the worker had. Unset, a Load naming the base the worker
+    holds with another adapter swaps the adapter and keeps the base.
+    """
     @_builtins.property
     def spec(self) -> Global___ModelSpec: ...
     def __init__(
         self,
         *,
         spec: Global___ModelSpec | None = ...,
+        keep_resident: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_resident", b"keep_resident", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -677,6 +700,12 @@ class ScoreRequest(_message.Message):
     ROLLING_LOGPROB_FIELD_NUMBER: _builtins.int
     NEXT_TOKEN_DIST_FIELD_NUMBER: _builtins.int
     GENERATE_FIELD_NUMBER: _builtins.int
+    ADAPTER_FIELD_NUMBER: _builtins.int
+    adapter: _builtins.str
+    """The adapter to score with (its path, as a Load named it); empty: the
+    worker's current one. Needs Capabilities.resident_adapters. A worker that
+    evicted it, or restarted since, loads it again on the base it holds.
+    """
     @_builtins.property
     def view(self) -> Global___View: ...
     @_builtins.property
@@ -695,10 +724,11 @@ class ScoreRequest(_message.Message):
         rolling_logprob: Global___RollingLogprobOp | None = ...,
         next_token_dist: Global___NextTokenDistOp | None = ...,
         generate: Global___GenerateOp | None = ...,
+        adapter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generate", b"generate", "logprob_of", b"logprob_of", "next_token_dist", b"next_token_dist", "op", b"op", "rolling_logprob", b"rolling_logprob", "view", b"view"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generate", b"generate", "logprob_of", b"logprob_of", "next_token_dist", b"next_token_dist", "op", b"op", "rolling_logprob", b"rolling_logprob", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter", b"adapter", "generate", b"generate", "logprob_of", b"logprob_of", "next_token_dist", b"next_token_dist", "op", b"op", "rolling_logprob", b"rolling_logprob", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["logprob_of", "rolling_logprob", "next_token_dist", "generate"]  # noqa: Y015
     _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015

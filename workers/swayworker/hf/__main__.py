@@ -8,6 +8,7 @@ from swayplugin.v1 import backend_pb2 as pb
 
 from swayworker import spec as worker_spec
 from swayworker.custom import spec_validation_error
+from swayworker.resident import resident_limit
 from swayworker.server import serve
 
 
@@ -22,8 +23,11 @@ def load_hf(msg: pb.ModelSpec) -> Any:
     from swayworker.hf.backend import HFDifferentialBackend
     from swayworker.hf.compat import explain
 
+    limit = resident_limit(dict(msg.options))
     try:
-        return HFDifferentialBackend(base_spec=worker_spec.from_proto(msg), adapter_path=adapter)
+        return HFDifferentialBackend(
+            base_spec=worker_spec.from_proto(msg), adapter_path=adapter, max_resident=limit
+        )
     except ValueError as exc:
         clearer = explain(exc)
         if clearer is None:

@@ -22,6 +22,7 @@ module import, so the worker SDK can import this module cheaply.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from swayworker import preflight
+from swayworker.errors import BadSpec
 from swayworker.hf.compat import check_dtype_runs
+from swayworker.resident import DEFAULT_MAX_RESIDENT, AdapterOf, ResidentAdapters
 from swayworker.results import RollingLogprob, TokenDist, probe_error
 from swayworker.spec import ModelSpecLike, tokenizer_source
 from swayworker.views import AdapterViews, ScorerView, ViewSlot
@@ -451,37 +454,45 @@ class HFDifferentialBackend(AdapterViews[HFView]):
         base_spec: ModelSpecLike,
         adapter_path: Path | str,
         max_batch: int = HF_MAX_BATCH,
+        max_resident: int = DEFAULT_MAX_RESIDENT,
     ) -> None:
         _check_max_batch(max_batch)
         torch, transformers, peft = _require_hf()
         self._torch = torch
+        self._transformers = transformers
         self._peft = peft
         self._base = str(base_spec.base)
-        self._adapter_path = Path(adapter_path).resolve()
         self._device = _resolve_device(str(base_spec.device), torch)
         self._dtype = _resolve_dtype(str(base_spec.dtype), self._device, torch)
-        trust = bool(base_spec.trust_remote_code)
+        self._trust = bool(base_spec.trust_remote_code)
+        self._max_batch = max_batch
+        self._names = (f"adapter{n}" for n in itertools.count())
+        self._tokenizers: dict[str, Any] = {}
+        first = Path(adapter_path).resolve()
 
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            tokenizer_source(self._base, self._adapter_path), trust_remote_code=trust
-        )
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = self._tokenizer_for(first)
         base_model = transformers.AutoModelForCausalLM.from_pretrained(
-            self._base, dtype=self._dtype, trust_remote_code=trust
+            self._base, dtype=self._dtype, trust_remote_code=self._trust
         )
         base_model.to(self._device)
+        name = next(self._names)
         model = peft.PeftModel.from_pretrained(
-            base_model, str(self._adapter_path), is_trainable=False
+            base_model, str(first), adapter_name=name, is_trainable=False
         )
         model.eval()
         check_dtype_runs(model, self._dtype, self._device)
         self._model: Any = model
         self._config: Any = base_model.config
         self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
-        self._scorer: _Scorer | None = _Scorer(
-            model, tokenizer, self._device, max_batch, self.max_prompt_tokens
+        self._closed = False
+        first_adapter = _Adapter(name, self._new_scorer(tokenizer), _config_of(peft, str(first)))
+        self._resident = ResidentAdapters[_Adapter](
+            max_resident, self._load_adapter, self._unload_adapter
         )
+        self._resident.add(str(first), first_adapter)
+        self._adapter_path = first
+        self._active: _Adapter | None = first_adapter
+        self._facades: dict[str, AdapterOf[HFView]] = {}
         self._slot = ViewSlot(type(self).__name__)
 
     # -- facts the worker advertises ---------------------------------------
@@ -507,26 +518,170 @@ class HFDifferentialBackend(AdapterViews[HFView]):
     @property
     def max_batch(self) -> int:
         """Most inputs one padded forward pass takes."""
-        return self._live_scorer().max_batch
+        return self._max_batch
 
     @max_batch.setter
     def max_batch(self, value: int) -> None:
-        self._live_scorer().max_batch = _check_max_batch(value)
+        self._max_batch = _check_max_batch(value)
+        for path in self._resident.paths():
+            self._resident.get(path).scorer.max_batch = value
+
+    @property
+    def max_resident_adapters(self) -> int:
+        """Most adapters held beside the base at once (``ResidentAdapters``)."""
+        return self._resident.limit
 
     def framework_versions(self) -> dict[str, str]:
         import tokenizers
-        import transformers
 
         return {
             "torch": str(self._torch.__version__),
-            "transformers": str(transformers.__version__),
+            "transformers": str(self._transformers.__version__),
             "peft": str(self._peft.__version__),
             "tokenizers": str(tokenizers.__version__),
         }
 
     def cache_identity(self) -> str:
         """Base id + resolved adapter path, in sway's format, to key on-disk caches."""
-        return f"hf:{self._base}:{self._adapter_path}"
+        return self.identity_of(str(self._adapter_path))
+
+    def identity_of(self, path: str) -> str:
+        """The cache identity of a backend on this base with adapter ``path``."""
+        return f"hf:{self._base}:{path}"
+
+    # -- several adapters on the one base -------------------------------------
+
+    def resident_adapter(self, path: str) -> AdapterOf[HFView]:
+        """Adapter ``path`` (resolved) on this base, as a backend of its own.
+
+        It is loaded when one of its views is first entered (and again after
+        an eviction), so naming it costs nothing yet.
+        """
+        resolved = str(Path(path).expanduser().resolve())
+        facade = self._facades.get(resolved)
+        if facade is None:
+            facade = self._facades[resolved] = AdapterOf(self, resolved)
+        return facade
+
+    def preload(self, path: str) -> None:
+        """Load adapter ``path`` now (a Load with keep_resident), raising if it cannot be."""
+        self._resident.get(str(Path(path).expanduser().resolve()))
+
+    def swap_adapter(self, path: Path | str) -> bool:
+        """Make ``path`` this backend's adapter and drop the others, keeping the base.
+
+        Afterwards the backend answers (identity, views, numbers) as a fresh
+        one built with ``path`` would. A failed load leaves it as it was and
+        raises; the answer is always True (swapped: no fresh Load needed).
+        """
+        resolved = Path(path).expanduser().resolve()
+        current = str(self._adapter_path)
+        if str(resolved) not in self._resident and self._resident.paths() == [current]:
+            rewritten = self._overwritten(self._resident.get(current), str(resolved))
+            if rewritten is not None:
+                self._resident.rekey(current, str(resolved), rewritten)
+                if self._active is not None and self._active.name == rewritten.name:
+                    self._active = rewritten
+        self._resident.keep_only(str(resolved))
+        self._adapter_path = resolved
+        self._facades = {p: f for p, f in self._facades.items() if p in self._resident}
+        return True
+
+    @contextmanager
+    def selected(self, path: str) -> Iterator[None]:
+        """``path``'s adapter resident, safe from eviction and active for the block."""
+        with self._resident.pinned(path) as adapter:
+            if adapter is not self._active:
+                self._model.set_adapter(adapter.name)
+                self._active = adapter
+            yield
+
+    @contextmanager
+    def _view(self, mode: str, view_id: str) -> Iterator[HFView]:
+        with self._slot.claim(mode), self.selected(str(self._adapter_path)):
+            yield self._make_view(view_id)
+
+    def _load_adapter(self, path: str) -> _Adapter:
+        """Load adapter ``path`` beside the others; an error names the path and the base."""
+        self._check_open()
+        name = next(self._names)
+        try:
+            tokenizer = self._tokenizer_for(Path(path))
+            config = _config_of(self._peft, path)
+            if config["peft_type"] != str(self._peft.PeftType.LORA):
+                raise ValueError(
+                    f"it is a {config['peft_type']} adapter; this worker holds LoRA ones"
+                )
+            self._model.load_adapter(path, adapter_name=name, is_trainable=False)
+        except Exception as exc:
+            if name in self._model.peft_config:
+                self._model.delete_adapter(name)
+            raise BadSpec(
+                f"adapter {path} cannot be loaded on the base {self._base} this worker holds: "
+                f"{type(exc).__name__}: {exc}. Check that it is a LoRA adapter trained on "
+                "this base (adapter_config.json, adapter_model.safetensors), or give it a "
+                "worker of its own."
+            ) from exc
+        return _Adapter(name, self._new_scorer(tokenizer), config)
+
+    def _overwritten(self, adapter: _Adapter, path: str) -> _Adapter | None:
+        """``adapter``'s LoRA tensors overwritten with those of ``path``; None when they differ
+        in config, names or shapes (then ``path`` is loaded the long way, which says why).
+
+        A checkpoint sweep swaps adapters of one LoRA config: the modules peft
+        would inject are already there, so only the tensors change (a few ms,
+        against ~100 ms for peft to walk the model twice). Every tensor is
+        checked before any is written, so a mismatch changes nothing.
+        """
+        torch = self._torch
+        try:
+            config = _config_of(self._peft, path)
+            weights = self._peft.utils.load_peft_weights(path, device="cpu")
+        except Exception:
+            return None
+        if config != adapter.config:
+            return None
+        params = dict(self._lora_parameters(adapter.name))
+        incoming = {_param_name(key, adapter.name): tensor for key, tensor in weights.items()}
+        if incoming.keys() != params.keys() or any(
+            params[k].shape != t.shape for k, t in incoming.items()
+        ):
+            return None
+        tokenizer = self._tokenizer_for(Path(path))
+        with torch.no_grad():
+            for key, tensor in incoming.items():
+                param = params[key]
+                param.copy_(tensor.to(dtype=param.dtype, device=param.device))
+        scorer = adapter.scorer
+        if tokenizer is not scorer.tokenizer:
+            scorer = self._new_scorer(tokenizer)
+        return _Adapter(adapter.name, scorer, config)
+
+    def _unload_adapter(self, path: str, adapter: _Adapter) -> None:
+        self._facades.pop(path, None)
+        if self._model is None:
+            return
+        self._model.delete_adapter(adapter.name)
+        if adapter is self._active:  # peft made another one active; set it again before use
+            self._active = None
+
+    def _tokenizer_for(self, adapter: Path) -> Any:
+        """sway's tokenizer choice (the adapter's own, else the base's), loaded once per source."""
+        source = str(tokenizer_source(self._base, adapter))
+        tokenizer = self._tokenizers.get(source)
+        if tokenizer is None:
+            tokenizer = self._transformers.AutoTokenizer.from_pretrained(
+                source, trust_remote_code=self._trust
+            )
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._tokenizers[source] = tokenizer
+        return tokenizer
+
+    def _new_scorer(self, tokenizer: Any) -> _Scorer:
+        return _Scorer(
+            self._model, tokenizer, self._device, self._max_batch, self.max_prompt_tokens
+        )
 
     # -- views: the adapter states (``AdapterViews`` makes the four views) --------
 
@@ -536,15 +691,17 @@ class HFDifferentialBackend(AdapterViews[HFView]):
     @contextmanager
     def _adapter_scaled(self, lam: float) -> Iterator[None]:
         saved: list[tuple[dict[str, float], str, float]] = []
+        key = self._selected_adapter().name
         try:
             for scaling in self._lora_scalings():
-                for key, original in scaling.items():
-                    saved.append((scaling, key, float(original)))
-                    scaling[key] = float(original) * lam
+                if key in scaling:
+                    original = float(scaling[key])
+                    saved.append((scaling, key, original))
+                    scaling[key] = original * lam
             yield
         finally:
-            for scaling, key, original in saved:
-                scaling[key] = original
+            for scaling, name, original in saved:
+                scaling[name] = original
 
     @contextmanager
     def _adapter_noise(self, seed: int, std: float) -> Iterator[None]:
@@ -555,7 +712,7 @@ class HFDifferentialBackend(AdapterViews[HFView]):
         saved: list[tuple[Any, Any]] = []
         try:
             with torch.no_grad():
-                for param in self._lora_parameters():
+                for _, param in self._lora_parameters(self._selected_adapter().name):
                     saved.append((param, param.detach().clone()))
                     noise = torch.randn(*param.shape, generator=generator, dtype=torch.float32)
                     param.copy_(noise.to(dtype=param.dtype, device=param.device) * std)
@@ -571,20 +728,27 @@ class HFDifferentialBackend(AdapterViews[HFView]):
 
     def close(self) -> None:
         """Drop the model and free accelerator memory; safe to call twice."""
-        self._scorer = None
+        self._closed = True
         self._model = None
+        self._facades = {}
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()
 
     # -- internals ----------------------------------------------------------
 
     def _make_view(self, view_id: str) -> HFView:
-        return HFView(id=view_id, _scorer=self._live_scorer())
+        return HFView(id=view_id, _scorer=self._selected_adapter().scorer)
 
-    def _live_scorer(self) -> _Scorer:
-        if self._scorer is None:
+    def _check_open(self) -> None:
+        if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
-        return self._scorer
+
+    def _selected_adapter(self) -> _Adapter:
+        """The adapter active on the model (``selected`` sets it as a view is entered)."""
+        self._check_open()
+        if self._active is None:
+            raise RuntimeError("no adapter is selected: enter a view first")
+        return self._active
 
     def _lora_scalings(self) -> Iterator[dict[str, float]]:
         lora_layer = self._peft.tuners.lora.LoraLayer
@@ -593,10 +757,42 @@ class HFDifferentialBackend(AdapterViews[HFView]):
             if isinstance(module, lora_layer) and isinstance(scaling, dict):
                 yield scaling
 
-    def _lora_parameters(self) -> Iterator[Any]:
+    def _lora_parameters(self, adapter: str) -> Iterator[tuple[str, Any]]:
+        """``adapter``'s LoRA tensors (``...lora_A.<adapter>.weight``), in model order."""
+        marks = tuple(f"{part}.{adapter}." for part in ("lora_A", "lora_B"))
         for name, param in self._model.named_parameters():
-            if "lora_A" in name or "lora_B" in name:
-                yield param
+            if any(mark in name for mark in marks):
+                yield name, param
+
+
+@dataclass(frozen=True, slots=True)
+class _Adapter:
+    """One adapter loaded on the model: its peft name, the scorer with its tokenizer, and
+    its config (what another adapter must match to take over its tensors)."""
+
+    name: str
+    scorer: _Scorer
+    config: dict[str, Any]
+
+
+_NOT_SHAPE = ("base_model_name_or_path", "revision", "inference_mode")
+"""Config fields that say where an adapter came from, not what its tensors are."""
+
+
+def _config_of(peft: Any, path: str) -> dict[str, Any]:
+    """The adapter's config as a plain dict, less the fields of ``_NOT_SHAPE``."""
+    config = peft.PeftConfig.from_pretrained(path).to_dict()
+    config["peft_type"] = str(config.get("peft_type"))
+    return {k: v for k, v in config.items() if k not in _NOT_SHAPE}
+
+
+def _param_name(saved: str, adapter: str) -> str:
+    """The model's name for a saved LoRA tensor: peft saves ``...lora_A.weight`` for
+    ``...lora_A.<adapter>.weight``."""
+    for part in (".lora_A.", ".lora_B."):
+        if f"{part}weight" in saved:
+            return saved.replace(f"{part}weight", f"{part}{adapter}.weight")
+    return saved
 
 
 def _check_max_batch(value: int) -> int:

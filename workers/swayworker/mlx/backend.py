@@ -23,6 +23,7 @@ mlx is imported at module import: load this module only where mlx exists
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from swayworker.mlx import compat, convert, lora
 from swayworker.results import RollingLogprob, TokenDist, probe_error
 from swayworker.spec import ModelSpecLike, tokenizer_source
 from swayworker.views import AdapterViews, ScorerView, ViewSlot
+
+log = logging.getLogger("swayworker")
 
 _DTYPES = {"fp32": mx.float32, "fp16": mx.float16, "bf16": mx.bfloat16}
 
@@ -292,7 +295,9 @@ class MLXDifferentialBackend(AdapterViews[MLXView]):
         )
         self._dtype = _resolve_dtype(str(base_spec.dtype), self._device)
         model.set_dtype(self._dtype)
-        converted = convert.load_converted(plan, cache_dir or convert.default_cache_dir())
+        self._cache_dir = cache_dir or convert.default_cache_dir()
+        self._module_path = shim.module_path
+        converted = convert.load_converted(plan, self._cache_dir)
         self._lora = lora.attach(model, converted, plan, shim.module_path, shim.embedding)
         model.eval()
         mx.eval(model.parameters())
@@ -335,6 +340,30 @@ class MLXDifferentialBackend(AdapterViews[MLXView]):
     def cache_identity(self) -> str:
         """Base id + resolved adapter path, in the HF backend's format."""
         return f"mlx:{self._base}:{self._adapter_path}"
+
+    def swap_adapter(self, path: Path | str) -> bool:
+        """Take adapter ``path`` on the base held, in place, when it is another checkpoint of
+        the same LoRA layout (``LoraLayers.rewrite``); False when it must be loaded afresh.
+
+        Afterwards the backend answers as a fresh one built with ``path``
+        would (same layers, same arrays, same tokenizer), without reading
+        and converting the base again.
+        """
+        resolved = Path(path).expanduser().resolve()
+        if tokenizer_source(self._base, resolved) != tokenizer_source(
+            self._base, self._adapter_path
+        ):
+            return False
+        try:
+            plan = peft_adapter.plan_adapter(resolved)
+            converted = convert.load_converted(plan, self._cache_dir)
+        except Exception:
+            return False  # loading it afresh reports what is wrong with it
+        if not self._lora.rewrite(converted, plan, self._module_path):
+            return False
+        log.info("adapter %s took over the layers of %s in place", resolved, self._adapter_path)
+        self._adapter_path = resolved
+        return True
 
     # -- views: the adapter states (``AdapterViews`` makes the four views) --------
 

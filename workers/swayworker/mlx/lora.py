@@ -149,10 +149,48 @@ class LoraLayers:
     """Every runtime LoRA layer of one model, switched together for a view."""
 
     def __init__(
-        self, layers: list[tuple[str, Switchable]], saved: SavedModules | None = None
+        self,
+        layers: list[tuple[str, Switchable]],
+        saved: SavedModules | None = None,
+        *,
+        plain: bool = False,
     ) -> None:
         self._layers = layers
         self._saved = saved or SavedModules([])
+        self._plain = plain
+        """Only linear LoRA pairs: no base weights, ``modules_to_save`` or DoRA magnitudes."""
+
+    def rewrite(self, converted: Converted, plan: AdapterPlan, module_path: Any = None) -> bool:
+        """Give every layer another adapter's ``a`` and ``b`` in place (a checkpoint swap).
+
+        Only when both adapters are plain LoRA on exactly the same layers,
+        with the same shapes and scalings: then the layers wrapped for the
+        first are what ``attach`` would build for the second. Otherwise
+        nothing changes and the answer is False (the caller loads afresh).
+        """
+        rename = module_path or (lambda path: path)
+        plain = not (converted.magnitudes or converted.saved or converted.base_weights)
+        if not (self._plain and plain):
+            return False
+        layers = dict(self._layers)
+        arrays: dict[str, tuple[Any, Any]] = {}
+        for spec in plan.modules:
+            target = rename(spec.path)
+            layer = layers.get(target)
+            if type(layer) is not RuntimeLoRA or spec.kind != "linear":
+                return False
+            a, b = converted.lora[spec.path]
+            same = layer.scaling == spec.scaling and tuple(a.shape) == tuple(layer.a.shape)
+            if not same or tuple(b.shape) != tuple(layer.b.shape):
+                return False
+            arrays[target] = (a.astype(layer.a.dtype), b.astype(layer.b.dtype))
+        if arrays.keys() != layers.keys():
+            return False
+        for target, (a, b) in arrays.items():
+            layer = layers[target]
+            assert isinstance(layer, RuntimeLoRA)
+            layer.a, layer.b = a, b
+        return True
 
     def __len__(self) -> int:
         return len(self._layers)
@@ -251,7 +289,8 @@ def attach(
         module = _find(model, rename(path))
         original = _replace_tensor(module, param, value, path, "modules_to_save")
         swaps.append((module, param, getattr(module, param), original))
-    return LoraLayers(layers, SavedModules(swaps))
+    plain = not (converted.magnitudes or converted.saved or converted.base_weights)
+    return LoraLayers(layers, SavedModules(swaps), plain=plain)
 
 
 def _tie_head(model: Any, embedding_path: str, weight: Any) -> tuple[Any, str, Any, Any]:

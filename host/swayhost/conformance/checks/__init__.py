@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from swayhost.conformance.checks import errors, lifecycle, scoring
+from swayhost.conformance.checks import adapters, errors, lifecycle, scoring
 from swayhost.conformance.checks.context import Context
 
 Needs = Literal["nothing", "worker", "model"]
@@ -83,6 +83,7 @@ CHECKS: tuple[Check, ...] = (
     Check("error:max-new-tokens", "model", errors.max_new_tokens),
     Check("error:null-rank-scale", "model", errors.null_rank_scale),
     Check("error:oversized-prompt", "model", errors.oversized_prompt),
+    Check("resident-adapters", "model", adapters.resident_adapters, anchor=DESCRIBE),
     Check("shutdown", "worker", lifecycle.shutdown, ends_worker=True, anchor=SHUTDOWN),
     Check("cache-identity", "model", lifecycle.cache_identity, own_process=True, anchor=DESCRIBE),
     Check("restart", "model", scoring.restart, own_process=True),
