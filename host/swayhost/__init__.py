@@ -8,7 +8,13 @@ transformers, peft or mlx.
 """
 
 from swayhost.attached import attach
-from swayhost.build import TwoWorkerDifferential, build, build_two_separate, spawn
+from swayhost.build import (
+    TwoWorkerDifferential,
+    build,
+    build_many,
+    build_two_separate,
+    spawn,
+)
 from swayhost.detached import reattach
 from swayhost.errors import (
     AttachError,
@@ -65,6 +71,7 @@ __all__ = [
     "WorkerStartError",
     "attach",
     "build",
+    "build_many",
     "build_two_separate",
     "read_token",
     "reattach",

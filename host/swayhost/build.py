@@ -8,7 +8,7 @@ process behind a ``RemoteBackend`` proxy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -63,6 +63,22 @@ def build(
     if spec.kind not in ("hf", "mlx", "api", "custom"):
         raise spec_validation_error(f"unknown backend kind: {spec.kind!r}")
     return spawn(spec)
+
+
+def build_many(
+    base_spec: object,
+    adapters: Sequence[str | Path],
+    *,
+    worker: WorkerOptions | None = None,
+) -> list[RemoteBackend]:
+    """One backend per adapter of ``base_spec``, in the order of ``adapters``.
+
+    Stand-in until the resident-adapter version lands (one worker holding
+    the base once, each backend naming its adapter): this one builds a
+    worker per adapter, so code written against the signature (the sweep,
+    the Ray pool) works now and gets faster without a change.
+    """
+    return [build(base_spec, adapter_path=Path(a), worker=worker) for a in adapters]
 
 
 def spawn(spec: ModelSpec) -> RemoteBackend:

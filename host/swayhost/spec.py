@@ -62,7 +62,8 @@ class WorkerOptions:
     launcher builds it (once, cached) and runs the worker with its interpreter.
     ``recovery`` says how crashes, hangs and poison inputs are handled
     (``RecoveryPolicy.never()`` turns recovery off); ``journal`` names an
-    SQLite file that keeps every result so a rerun resumes (off when None).
+    SQLite file that keeps every result so a rerun resumes (off when None),
+    or an existing folder where each backend keeps a file of its own.
 
     ``detach=True`` starts the worker to outlive this host, recorded under
     ``name`` (default: the kind): a later host, or the same code after a
