@@ -8,6 +8,7 @@ give the numbers of local workers; the wall time of both ways is printed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -173,3 +174,41 @@ def test_a_worker_can_be_reached_over_mutual_tls_with_pinned_certificates(
             HealthStub(plaintext).Check(HealthCheckRequest(), timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert listens_on_loopback_only(backend.pid)
+
+
+def test_a_pool_sends_each_adapter_to_a_worker_holding_its_base(
+    ray_cluster: None, tiny_model: TinyModel, adapters: list[Path], tmp_path: Path
+) -> None:
+    """Adapters of two bases, interleaved, over two workers: each base loads once per worker.
+
+    What each worker serves is read from the worker itself (its pid and the
+    spec its Load reports), in the order it served them: a worker switching
+    to a base it held before would show as that base appearing twice in its
+    sequence.
+    """
+    other_base = tmp_path / "other-base"
+    shutil.copytree(tiny_model.base_dir, other_base)  # another base, as far as a worker knows
+    first = _specs(tiny_model, adapters[:3], {})
+    second = [dataclasses.replace(spec, base=str(other_base)) for spec in first]
+    specs = [spec for pair in zip(first, second, strict=True) for spec in pair]
+    served: list[tuple[int, str, str]] = []
+
+    def record(backend: swayhost.RemoteBackend) -> tuple[str, str]:
+        loaded = backend.description.loaded_spec
+        served.append((backend.pid, loaded.base, loaded.adapter))
+        return loaded.base, loaded.adapter
+
+    with swayhost.ray.RayWorkerPool("hf", 2) as pool:
+        got = pool.map(record, specs)
+        loads = pool.base_loads()
+    assert got == [(spec.base, str(spec.adapter)) for spec in specs], "results in spec order"
+    assert len(served) == 6
+    by_worker: dict[int, list[str]] = {}
+    for pid, base, _ in served:
+        by_worker.setdefault(pid, []).append(base)
+    assert len(by_worker) == 2, "both workers served"
+    for pid, bases in by_worker.items():
+        switches = [b for i, b in enumerate(bases) if i == 0 or bases[i - 1] != b]
+        assert len(switches) == len(set(switches)), f"worker {pid} loaded a base twice: {bases}"
+    assert sum(len(set(bases)) for bases in by_worker.values()) == 2, "one base per worker"
+    assert sorted(n for per_worker in loads.values() for n in per_worker.values()) == [1, 1]

@@ -78,7 +78,15 @@ def build_many(
     worker per adapter, so code written against the signature (the sweep,
     the Ray pool) works now and gets faster without a change.
     """
-    return [build(base_spec, adapter_path=Path(a), worker=worker) for a in adapters]
+    built: list[RemoteBackend] = []
+    try:
+        for adapter in adapters:
+            built.append(build(base_spec, adapter_path=Path(adapter), worker=worker))
+    except BaseException:
+        for backend in built:
+            backend.close()
+        raise
+    return built
 
 
 def spawn(spec: ModelSpec) -> RemoteBackend:

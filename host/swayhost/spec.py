@@ -182,6 +182,19 @@ class ModelSpec:
         )
 
 
+def base_key(spec: pb.ModelSpec) -> bytes:
+    """What a worker holding ``spec`` keeps when only the adapter changes: all but the adapter.
+
+    Two specs with equal keys name the same base (kind, base, dtype, device,
+    entry point, endpoint, options), so a worker that holds one can serve
+    the other by Loading only its adapter.
+    """
+    base = pb.ModelSpec()
+    base.CopyFrom(spec)
+    base.ClearField("adapter")
+    return base.SerializeToString(deterministic=True)
+
+
 _SWAY_FIELDS = (
     "kind",
     "base",

@@ -24,9 +24,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -277,8 +276,8 @@ def _run_on_one_worker(
 ) -> list[AdapterResult]:
     """Every pending adapter on backends of one ``build_many``; one after another."""
     results: list[AdapterResult] = []
-    with _backends(runner, base, pending, results) as backends:
-        for adapter, backend in backends:
+    with closing(_loaded(runner, base, pending, results)) as loaded:
+        for adapter, backend in loaded:
             try:
                 results.append(runner.run(adapter, backend))
             finally:
@@ -286,79 +285,66 @@ def _run_on_one_worker(
     return results
 
 
-@contextmanager
-def _backends(
+def _loaded(
     runner: _SuiteRunner,
     base: ModelSpec,
     pending: Sequence[Adapter],
     failures: list[AdapterResult],
-) -> Iterator[list[tuple[Adapter, RemoteBackend]]]:
+) -> Generator[tuple[Adapter, RemoteBackend], None, None]:
     """Backends of the adapters that load; those that do not become failures, alone.
 
-    ``build_many`` fails as a whole when one adapter cannot load; its error
-    names the adapter's path, so that adapter is set aside and the rest
-    built again. An error naming none is isolated by building each
-    adapter on its own.
+    ``build_many`` fails as a whole when one adapter cannot load. When its
+    error names the adapter's path, that adapter is set aside and the rest
+    built again; an error naming none is isolated by building each adapter
+    on its own, one at a time.
     """
     remaining = list(pending)
-    built: list[tuple[Adapter, RemoteBackend]] = []
     while remaining:
         try:
             backends = build_many(base, [a.path for a in remaining], worker=base.worker)
         except Exception as exc:
             culprit = next((a for a in remaining if str(a.path) in str(exc)), None)
             if culprit is None:
-                built += _build_each(runner, base, remaining, failures)
                 break
             failures.append(runner.failed(culprit, exc))
             remaining.remove(culprit)
             continue
-        built += list(zip(remaining, backends, strict=True))
-        break
-    try:
-        yield built
-    finally:
-        for _, backend in built:
-            backend.close()
-
-
-def _build_each(
-    runner: _SuiteRunner,
-    base: ModelSpec,
-    adapters: Sequence[Adapter],
-    failures: list[AdapterResult],
-) -> list[tuple[Adapter, RemoteBackend]]:
-    built = []
-    for adapter in adapters:
+        try:
+            yield from zip(remaining, backends, strict=True)
+        finally:
+            for backend in backends:
+                backend.close()
+        return
+    for adapter in remaining:
         try:
             (backend,) = build_many(base, [adapter.path], worker=base.worker)
         except Exception as exc:
             failures.append(runner.failed(adapter, exc))
             continue
-        built.append((adapter, backend))
-    return built
+        with backend:
+            yield adapter, backend
 
 
 def _run_on_ray(
     runner: _SuiteRunner, base: ModelSpec, pending: Sequence[Adapter], workers: int
 ) -> list[AdapterResult]:
-    """Pending adapters over a Ray pool: each goes to a worker that holds its base."""
+    """Pending adapters over a Ray pool, each on a worker that holds its base."""
     if not pending:
         return []
     from swayhost.ray.pool import RayWorkerPool  # ray is heavy: only a Ray sweep imports it
 
-    def one(adapter: Adapter) -> AdapterResult:
-        try:
-            with pool.backend(base.with_adapter(adapter.path)) as backend:
-                return runner.run(adapter, backend)
-        except Exception as exc:  # a Load that failed: this adapter alone
-            return runner.failed(adapter, exc)
+    by_path = {a.path: a for a in pending}
 
-    with (
-        RayWorkerPool(base.kind, min(workers, len(pending)), base.worker) as pool,
-        ThreadPoolExecutor(max_workers=min(workers, len(pending))) as executor,
-    ):
-        return list(executor.map(one, pending))
+    def adapter_of(backend_spec: ModelSpec) -> Adapter:
+        assert backend_spec.adapter is not None
+        return by_path[backend_spec.adapter]
+
+    with RayWorkerPool(base.kind, min(workers, len(pending)), base.worker) as pool:
+        return pool.map(
+            lambda backend: runner.run(adapter_of(backend.spec), backend),
+            [base.with_adapter(a.path) for a in pending],
+            on_load_error=lambda spec, exc: runner.failed(adapter_of(spec), exc),
+        )
 
 
 # -- reports on disk ------------------------------------------------------------
