@@ -178,10 +178,10 @@ def test_summary_table_plot_and_json_follow_natural_order(
 
 
 @pytest.mark.slow
-def test_a_killed_sweep_resumes_and_gives_the_same_reports(
+def test_an_interrupted_sweep_resumes_and_gives_the_same_reports(
     setup: Setup, swept: tuple[Path, Any]
 ) -> None:
-    out = setup.root / "killed"
+    out = setup.root / "interrupted"
     argv = [sys.executable, "-m", "swayhost", "sweep", str(setup.spec), "--out", str(out)]
     argv += ["--adapter", *map(str, setup.checkpoints)]
     with subprocess.Popen(argv, env=setup.env, stderr=subprocess.PIPE, text=True) as proc:
@@ -190,7 +190,10 @@ def test_a_killed_sweep_resumes_and_gives_the_same_reports(
         while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert first.exists(), "the first adapter never finished"
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "sweep interrupted" in stderr and "Run the same command again to resume" in stderr
     assert not (out / "checkpoint-1000" / "report.json").exists()
 
     rerun = sweep(setup, out, *map(str, setup.checkpoints), extra=("--json",))
@@ -313,3 +316,32 @@ def test_adapters_sort_naturally_and_get_unique_labels(tmp_path: Path) -> None:
     assert len(set(labels)) == 6
     only_a = expand_adapters([str(tmp_path / "run-a" / "checkpoint-1*")])
     assert [a.label for a in label_adapters(only_a)] == ["checkpoint-100", "checkpoint-1000"]
+
+
+def test_progress_is_a_rich_bar_on_a_terminal_and_lines_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from swayhost.commands import sweep as command
+    from swayhost.sweep import Adapter, AdapterResult
+
+    adapter = Adapter(Path("/runs/checkpoint-100"), "checkpoint-100")
+    done = AdapterResult(adapter, "done", report={"score": {"overall": 0.5}}, seconds=1.0)
+    failed = AdapterResult(adapter, "failed", error="RuntimeError: /runs/checkpoint-100: bad")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    with command._progress_for(2) as lines:
+        assert type(lines) is command._LineProgress
+        lines.started(adapter)
+        lines.finished(done)
+        lines.finished(failed)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "sweep: checkpoint-100: running (/runs/checkpoint-100)",
+        "sweep: [1/2] checkpoint-100: done in 1.0s (overall 0.500)",
+        "sweep: [2/2] checkpoint-100: FAILED: RuntimeError: /runs/checkpoint-100: bad",
+    ]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with command._progress_for(2) as bar:
+        assert isinstance(bar, command._RichProgress)
+        bar.started(adapter)
+        bar.finished(done)
+    assert "checkpoint-100: done in 1.0s (overall 0.500)" in capsys.readouterr().err

@@ -8,3 +8,5 @@ EXIT_USAGE = 2
 """A usage error: bad arguments, nothing to do."""
 EXIT_WORKER = 3
 """A worker could not be started or crashed (any ``SwayHostError``)."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C (SIGINT), as shells report it; a sweep run again resumes."""

@@ -2,7 +2,8 @@
 
 Exit codes: 0 every adapter ran (whatever the probes' verdicts, as ``sway
 run``), 1 some adapter failed (its error in the summary, the others'
-reports written), 2 a usage or spec error (nothing ran).
+reports written), 2 a usage or spec error (nothing ran), 130 interrupted
+(run it again to resume).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from swayhost import sweepsummary
-from swayhost.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from swayhost.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from swayhost.sweep import Adapter, AdapterResult, SweepUsageError, expand_adapters, run_sweep
 
 log = logging.getLogger("swayhost.sweep")
@@ -78,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
     except SwayError as exc:  # sway's own spec errors: printed and coded as `sway run` does
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            f"sweep interrupted; finished reports are in {out}. Run the same command again "
+            "to resume: finished adapters are skipped, the interrupted one resumes from "
+            "its journal.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     summary = sweepsummary.to_dict(results, args.sway_yaml.resolve(), out)
     sweepsummary.write_all(summary, out)
     if args.json:
@@ -143,7 +152,9 @@ class _RichProgress(_LineProgress):
         self._bar.update(self._task, description=f"sweep: {adapter.label}")
 
     def finished(self, result: AdapterResult) -> None:
-        self._bar.console.print(f"{result.adapter.label}: {_outcome(result)}", markup=False)
+        self._bar.console.print(
+            f"{result.adapter.label}: {_outcome(result)}", markup=False, highlight=False
+        )
         self._bar.advance(self._task)
 
     def __enter__(self) -> _RichProgress:
