@@ -139,6 +139,12 @@ def load_sway_spec(path: Path) -> SwaySpec:
 
     spec = load_spec(path)
     validate_all_probes(spec.suite)
+    if spec.dlm_source is not None:
+        log.warning(
+            "%s: dlm_source is not resolved by swayhost sweep; probes that need its "
+            "sections skip, as in `sway run` without the [dlm] extra",
+            path,
+        )
     if not spec.defaults.differential:
         raise spec_validation_error(
             "swayhost sweep runs the differential suite (one model, its adapter toggled); "
@@ -191,7 +197,7 @@ def run_sweep(
     progress: Progress,
     ray_workers: int = 2,
 ) -> list[AdapterResult]:
-    """sway's suite for every adapter; results in the order of ``adapters``.
+    """sway's suite for every adapter; results in the adapters' natural order.
 
     Raises sway's ``SpecValidationError`` for a bad spec (before any worker
     starts); an adapter that fails to load or run is a ``failed`` result.
