@@ -261,6 +261,17 @@ def test_a_glob_matching_nothing_is_a_usage_error(setup: Setup, tmp_path: Path) 
     assert not (tmp_path / "out").exists()
 
 
+def test_an_out_folder_of_another_suite_is_refused(setup: Setup, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "spec.sha256").write_text("0" * 64 + "\n")
+    run = sweep(setup, out, str(setup.checkpoints[0]))
+    assert run.returncode == 2
+    assert f"{out} holds a sweep of another suite than {setup.spec}'s" in run.stderr
+    assert "Give another --out, or delete the folder" in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["spec.sha256"], "nothing ran"
+
+
 def test_a_spec_sway_rejects_is_a_usage_error_with_sways_words(
     setup: Setup, tmp_path: Path
 ) -> None:

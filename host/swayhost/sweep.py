@@ -20,6 +20,7 @@ dlm_sway is imported only inside functions: ``import swayhost`` stays light.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import re
@@ -44,6 +45,8 @@ log = logging.getLogger("swayhost")
 
 REPORT_JSON = "report.json"
 REPORT_MARKDOWN = "report.md"
+SPEC_FINGERPRINT = "spec.sha256"
+"""The file under OUT naming the suite its reports are of (``_claim``)."""
 JOURNALS = "journal"
 """The folder under OUT where each adapter's backend keeps its journal file."""
 ENTRY_POINT_KINDS = {f"swayhost.sway:{cls.__name__}": cls.worker_kind for cls in (HF, MLX)}
@@ -204,6 +207,7 @@ def run_sweep(
     """
     spec = load_sway_spec(sway_yaml)
     out.mkdir(parents=True, exist_ok=True)
+    _claim(out, spec, sway_yaml)
     (out / JOURNALS).mkdir(exist_ok=True)
     base = base_spec(spec, out / JOURNALS)
     results: dict[Path, AdapterResult] = {}
@@ -354,6 +358,27 @@ def _run_on_ray(
 
 
 # -- reports on disk ------------------------------------------------------------
+
+
+def _claim(out: Path, spec: SwaySpec, sway_yaml: Path) -> None:
+    """Tie ``out`` to the suite it holds reports of, so a rerun never mixes two suites.
+
+    The fingerprint is of the spec as sway loaded it (formatting and the
+    ft adapter do not count): a rerun with the same suite resumes, with
+    another one is refused before anything runs.
+    """
+    suite = spec_for_adapter(spec, Path("/")).model_dump_json()
+    fingerprint = hashlib.sha256(suite.encode()).hexdigest()
+    marker = out / SPEC_FINGERPRINT
+    if marker.is_file():
+        held = marker.read_text(encoding="utf-8").strip()
+        if held != fingerprint:
+            raise SweepUsageError(
+                f"{out} holds a sweep of another suite than {sway_yaml}'s; resuming would mix "
+                "their reports. Give another --out, or delete the folder to start over"
+            )
+        return
+    _write_atomically(marker, fingerprint + "\n")
 
 
 def _finished_report(out: Path, adapter: Adapter) -> dict[str, Any] | None:

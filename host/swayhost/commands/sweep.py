@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             results = run_sweep(
                 args.sway_yaml, adapters, out, progress=progress, ray_workers=args.workers
             )
-    except SwayError as exc:  # sway's own spec errors: printed and coded as `sway run` does
+    except (SwayError, SweepUsageError) as exc:  # sway's spec errors: coded as `sway run` does
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
