@@ -291,9 +291,27 @@ def test_a_spec_sway_rejects_is_a_usage_error_with_sways_words(
     assert "delta_kll" in run.stderr and run.stderr.startswith("error: ")
 
 
-def test_a_model_without_an_adapter_to_sweep_is_refused(setup: Setup, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"models": {"ft": {"kind": "api", "base": "m", "endpoint": "http://127.0.0.1:9"}}},
+            "swayhost sweep runs models.ft of kind hf or mlx (or custom with entry_point "
+            "swayhost.sway:HF or swayhost.sway:MLX), not api",
+        ),
+        (
+            {"defaults": {"differential": False}},
+            "swayhost sweep runs the differential suite (one model, its adapter toggled); "
+            "set `defaults.differential: true` in the spec",
+        ),
+    ],
+)
+def test_a_spec_the_sweep_cannot_run_is_refused(
+    setup: Setup, tmp_path: Path, change: dict[str, dict[str, Any]], message: str
+) -> None:
     spec = yaml.safe_load(setup.spec.read_text())
-    spec["models"]["ft"] = {"kind": "api", "base": "m", "endpoint": "http://127.0.0.1:9"}
+    for section, values in change.items():
+        spec[section].update(values)
     bad = tmp_path / "sway.yaml"
     bad.write_text(yaml.safe_dump(spec))
     argv = [sys.executable, "-m", "swayhost", "sweep", str(bad), "--out", str(tmp_path / "o")]
@@ -305,8 +323,8 @@ def test_a_model_without_an_adapter_to_sweep_is_refused(setup: Setup, tmp_path: 
         timeout=120,
     )
     assert run.returncode == 2
-    assert "swayhost sweep runs models.ft of kind hf or mlx" in run.stderr
-    assert "not api" in run.stderr
+    assert message in run.stderr
+    assert not (tmp_path / "o").exists(), "refused before anything ran"
 
 
 def test_adapters_sort_naturally_and_get_unique_labels(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ Status = Literal["done", "resumed", "failed"]
 
 
 class SweepUsageError(ValueError):
-    """The command line names no usable adapters (``swayhost sweep`` exits 2)."""
+    """Found before anything runs: no usable adapters, an OUT of another suite (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,8 @@ def expand_adapters(patterns: Sequence[str]) -> list[Path]:
             matches = glob.glob(str(Path(pattern).expanduser()))
             if not matches:
                 raise SweepUsageError(
-                    f"--adapter {pattern!r} matches nothing; check the pattern (quote it so "
-                    "the shell does not expand it first)"
+                    f"--adapter {pattern!r} matches nothing; check the pattern, and quote "
+                    "it so that the shell leaves it to swayhost"
                 )
         else:
             if not Path(pattern).expanduser().exists():
@@ -206,10 +206,10 @@ def run_sweep(
     starts); an adapter that fails to load or run is a ``failed`` result.
     """
     spec = load_sway_spec(sway_yaml)
+    base = base_spec(spec, out / JOURNALS)
     out.mkdir(parents=True, exist_ok=True)
     _claim(out, spec, sway_yaml)
     (out / JOURNALS).mkdir(exist_ok=True)
-    base = base_spec(spec, out / JOURNALS)
     results: dict[Path, AdapterResult] = {}
     pending: list[Adapter] = []
     for adapter in label_adapters(adapters):
