@@ -130,10 +130,9 @@ class RayWorkerPool:
         keys = [self._key(spec) for spec in specs]
         pending = list(range(len(specs)))
         results: dict[int, T] = {}
-        lock = threading.Lock()
 
         def take(slot: _Slot) -> int | None:
-            with lock, self._changed:
+            with self._changed:
                 if not pending:
                     return None
                 held = {self._holds[s.name] for s in self._slots}
@@ -155,9 +154,11 @@ class RayWorkerPool:
             finally:
                 self._release(slot)
 
-        with ThreadPoolExecutor(max_workers=min(len(self._slots), len(specs)) or 1) as executor:
-            for done in [executor.submit(work) for _ in range(min(len(self._slots), len(specs)))]:
-                done.result()
+        workers = min(len(self._slots), len(specs))
+        if workers:
+            with ThreadPoolExecutor(max_workers=workers) as executor:
+                for done in [executor.submit(work) for _ in range(workers)]:
+                    done.result()
         return [results[i] for i in range(len(specs))]
 
     def base_loads(self) -> dict[str, dict[bytes, int]]:
