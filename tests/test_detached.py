@@ -16,6 +16,8 @@ import pytest
 import swayhost
 from swayhost import detached
 from swayhost.errors import WorkerStartError
+from swayworker.hf.checkpoints import build_checkpoints
+from swayworker.hf.tiny import TinyModel
 
 from tests.evaluation import differential_report, same_report
 from tests.helpers import process_alive, spawn_dummy, wait_until
@@ -142,3 +144,45 @@ def test_cli_lists_and_stops_detached_workers() -> None:
     )
     assert f"warm: stopped pid {pid}" in stopped.stdout
     wait_until(lambda: not process_alive(pid))
+
+
+def _hf_spec(tiny: TinyModel, adapter: Path, **changes: str) -> swayhost.ModelSpec:
+    worker = swayhost.WorkerOptions(detach=True, name="warm-hf")
+    fields = {"base": str(tiny.base_dir), "dtype": "fp32", "device": "cpu", **changes}
+    return swayhost.ModelSpec(kind="hf", adapter=adapter, worker=worker, **fields)
+
+
+@pytest.mark.slow
+def test_another_adapter_of_its_base_is_loaded_into_the_warm_worker(
+    tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    (half,) = build_checkpoints(tiny_model.adapter_dir, tmp_path, [50, 100])[:1]
+    with swayhost.spawn(_hf_spec(tiny_model, tiny_model.adapter_dir)) as first:
+        pid = first.pid
+        differential_report(first)
+    with swayhost.spawn(_hf_spec(tiny_model, half)) as second:
+        assert second.pid == pid, "the warm worker serves the other adapter"
+        assert second.description.loaded_spec.adapter == str(half)
+        got = differential_report(second)
+    fresh = dataclasses.replace(_hf_spec(tiny_model, half), worker=swayhost.WorkerOptions())
+    with swayhost.build(fresh) as local:
+        assert same_report(got, differential_report(local)), "swapped in equals a fresh worker"
+    record = detached.load("warm-hf")
+    assert record is not None and record.served().adapter == str(half)
+    with swayhost.reattach("warm-hf") as again:
+        assert again.pid == pid
+        assert same_report(differential_report(again), got)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "changes", [{"base": "/elsewhere/another-base"}, {"dtype": "bf16"}, {"device": "cuda"}]
+)
+def test_another_base_is_still_refused(tiny_model: TinyModel, changes: dict[str, str]) -> None:
+    with swayhost.spawn(_hf_spec(tiny_model, tiny_model.adapter_dir)) as first:
+        pid = first.pid
+    with pytest.raises(WorkerStartError, match="already serves another model"):
+        swayhost.spawn(_hf_spec(tiny_model, tiny_model.adapter_dir, **changes))
+    record = detached.load("warm-hf")
+    assert record is not None and record.pid == pid
+    assert record.served().adapter == str(tiny_model.adapter_dir), "the refusal changed nothing"

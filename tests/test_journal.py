@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 from swayhost import JournalError
-from swayhost.journal import Journal, request_key, summarize
+from swayhost.journal import Journal, journal_in, request_key, summarize
 from swayplugin.v1 import backend_pb2 as pb
 from swayworker.codec import LogprobOf, NextTokenDist, Request, RollingLogprobOp, ViewKey
 
@@ -80,6 +80,25 @@ def test_a_rerun_serves_scored_requests_from_the_journal(tmp_path: Path) -> None
     assert all(map(same_result, got, want))
     assert (stats.journal_hits, stats.computed) == (21, 20)
     assert [r.computed for r in summarize(journal).runs] == [20, 20]
+
+
+def test_a_journal_folder_keeps_each_backends_file_named_by_its_identity(tmp_path: Path) -> None:
+    """A folder journal: what lets backends of many adapters share one ``WorkerOptions``."""
+    requests = workload(10)
+    folder = tmp_path / "journals"
+    folder.mkdir()
+    with spawn_dummy(journal=folder) as first:
+        want = first.score_many(requests)
+        identity = first.cache_identity()
+    (stored,) = folder.glob("*.sqlite")
+    assert stored == journal_in(folder.resolve(), identity)
+    assert summarize(stored).cache_identity == identity
+    with spawn_dummy(journal=folder) as again:
+        got = again.score_many(requests)
+        stats = again.stats()
+    assert all(map(same_result, got, want))
+    assert (stats.journal_hits, stats.computed) == (10, 0)
+    assert journal_in(folder, "another") != stored, "another identity gets another file"
 
 
 HOST = """

@@ -8,6 +8,7 @@ give the numbers of local workers; the wall time of both ways is printed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import psutil
 import pytest
 import swayhost
 import swayhost.ray
+import yaml
 from grpc_health.v1.health_pb2 import HealthCheckRequest
 from grpc_health.v1.health_pb2_grpc import HealthStub
 from safetensors.numpy import load_file, save_file
@@ -173,3 +175,106 @@ def test_a_worker_can_be_reached_over_mutual_tls_with_pinned_certificates(
             HealthStub(plaintext).Check(HealthCheckRequest(), timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert listens_on_loopback_only(backend.pid)
+
+
+def test_a_pool_sends_each_adapter_to_a_worker_holding_its_base(
+    ray_cluster: None, tiny_model: TinyModel, adapters: list[Path], tmp_path: Path
+) -> None:
+    """Adapters of two bases, interleaved, over two workers: each base loads once per worker.
+
+    What each worker serves is read from the worker itself (its pid and the
+    spec its Load reports), in the order it served them: a worker switching
+    to a base it held before would show as that base appearing twice in its
+    sequence.
+    """
+    other_base = tmp_path / "other-base"
+    shutil.copytree(tiny_model.base_dir, other_base)  # another base, as far as a worker knows
+    first = _specs(tiny_model, adapters[:3], {})
+    second = [dataclasses.replace(spec, base=str(other_base)) for spec in first]
+    specs = [spec for pair in zip(first, second, strict=True) for spec in pair]
+    served: list[tuple[int, str, str]] = []
+
+    def record(backend: swayhost.RemoteBackend) -> tuple[str, str]:
+        loaded = backend.description.loaded_spec
+        served.append((backend.pid, loaded.base, loaded.adapter))
+        return loaded.base, loaded.adapter
+
+    with swayhost.ray.RayWorkerPool("hf", 2) as pool:
+        got = pool.map(record, specs)
+        loads = pool.base_loads()
+    assert got == [(spec.base, str(spec.adapter)) for spec in specs], "results in spec order"
+    assert len(served) == 6
+    by_worker: dict[int, list[str]] = {}
+    for pid, base, _ in served:
+        by_worker.setdefault(pid, []).append(base)
+    assert len(by_worker) == 2, "both workers served"
+    for pid, bases in by_worker.items():
+        switches = [b for i, b in enumerate(bases) if i == 0 or bases[i - 1] != b]
+        assert len(switches) == len(set(switches)), f"worker {pid} loaded a base twice: {bases}"
+    # A worker may take up the other base once its own runs out: once, never back and forth.
+    pairs = sum(len(set(bases)) for bases in by_worker.values())
+    assert 2 <= pairs <= 4
+    counts = [n for per_worker in loads.values() for n in per_worker.values()]
+    assert counts == [1] * pairs, "the pool's count of base loads is the workers' own"
+
+    # One worker, bases interleaved: it serves one base's adapters, then the other's.
+    served.clear()
+    with swayhost.ray.RayWorkerPool("hf", 1) as pool:
+        got = pool.map(record, specs[:4])
+    assert got == [(spec.base, str(spec.adapter)) for spec in specs[:4]]
+    bases = [base for _, base, _ in served]
+    assert bases == [first[0].base] * 2 + [str(other_base)] * 2, bases
+
+
+class _Quiet:
+    """A sweep's progress, kept instead of printed."""
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+
+    def started(self, adapter: Any) -> None:
+        pass
+
+    def finished(self, result: Any) -> None:
+        self.labels.append(result.adapter.label)
+
+
+def test_a_sweep_with_launcher_ray_runs_on_a_pool_and_equals_a_local_sweep(
+    ray_cluster: None,
+    tiny_model: TinyModel,
+    adapters: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from swayhost.sweep import run_sweep
+    from swayworker.hf.checkpoints import build_corrupt
+
+    from tests.test_sway_run import differences
+    from tests.test_sweep import sway_yaml
+
+    spec = tmp_path / "sway.yaml"
+    hosted = sway_yaml(
+        tiny_model, {"kind": "custom", "entry_point": "swayhost.sway:HF"}, tiny_model.adapter_dir
+    )
+    spec.write_text(yaml.safe_dump(hosted))
+    corrupt = build_corrupt(tiny_model.adapter_dir, tmp_path / "corrupt")
+    swept = [*adapters[:3], corrupt]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    outs = {}
+    for launcher in ("local", "ray"):
+        config = tmp_path / f"{launcher}.yaml"
+        # Ray runs an actor with one OpenMP thread: the local workers too, for equal numbers.
+        hf = {"launcher": launcher, "env": {"OMP_NUM_THREADS": "1"}}
+        config.write_text(yaml.safe_dump({"workers": {"hf": hf}}))
+        monkeypatch.setenv("SWAYHOST_CONFIG", str(config))
+        progress = _Quiet()
+        results = run_sweep(spec, swept, tmp_path / launcher, progress=progress, ray_workers=2)
+        assert sorted(progress.labels) == sorted(r.adapter.label for r in results)
+        by_path = {r.adapter.path: r for r in results}
+        assert [by_path[a].status for a in swept] == ["done", "done", "done", "failed"]
+        assert str(corrupt) in (by_path[corrupt].error or "")
+        outs[launcher] = {by_path[a].adapter.label: by_path[a].report for a in swept[:3]}
+    for label, want in outs["local"].items():
+        assert want is not None
+        problems, _ = differences(want, outs["ray"][label] or {})
+        assert not problems, f"{label}: " + "\n".join(problems[:20])

@@ -100,8 +100,9 @@ def build_many(
     ``resident_adapters`` capability (the HF worker does); for another
     worker this raises ``UnsupportedCapabilityError``. With
     ``WorkerOptions.journal`` set, each adapter journals to a file of its
-    own beside it (``<stem>-<digest of the adapter>.sqlite``), so a sweep
-    resumes per adapter.
+    own: beside the named file (``<stem>-<digest of the adapter>.sqlite``),
+    or, when it names a folder, in that folder by cache identity (as
+    ``swayhost sweep`` uses it), so a sweep resumes per adapter.
 
     An adapter that cannot be loaded on this base (another base's shapes, a
     corrupt file) fails alone: its backend's ``load_error`` holds the error,
@@ -183,7 +184,7 @@ def _resident(supervisor: Supervisor, spec: ModelSpec) -> RemoteBackend:
 def _for_adapter(spec: ModelSpec, adapter: Path, count: int) -> ModelSpec:
     """``spec`` with ``adapter``, journaling to a file of that adapter's own when several."""
     options = spec.worker
-    if options.journal is not None and count > 1:
+    if options.journal is not None and count > 1 and not options.journal.is_dir():
         digest = hashlib.sha256(str(adapter).encode()).hexdigest()[:12]
         journal = options.journal.with_name(
             f"{options.journal.stem}-{digest}{options.journal.suffix}"

@@ -7,7 +7,9 @@ parent-death watch, stderr to a log file) and is recorded in the state
 folder, ``<state>/detached/NAME.json`` (0600, folder 0700). The next
 ``spawn`` of the same spec under that name, or ``reattach(name)``, connects
 to it instead of starting another; closing the backend leaves it running and
-``stop(name)`` (``swayhost detached stop NAME``) ends it.
+``stop(name)`` (``swayhost detached stop NAME``) ends it. A spec that names
+another adapter of the base the worker holds (same kind, base, dtype,
+device and options) Loads that adapter into it; another base is refused.
 
 A record is trusted only as far as the kernel confirms it: its pid must be
 running with the start time recorded (field 22 of ``/proc/PID/stat``, clock
@@ -45,7 +47,7 @@ from swayhost.local import worker_process
 from swayhost.paths import state_dir, writable
 from swayhost.process import WorkerProcess, excerpt, log_tail, remove_socket_folder
 from swayhost.proxy import RemoteBackend
-from swayhost.spec import ModelSpec, WorkerOptions
+from swayhost.spec import ModelSpec, WorkerOptions, base_key
 
 log = logging.getLogger("swayhost")
 
@@ -207,7 +209,7 @@ class DetachedEndpoint:
         with _locked(self.name):
             record = load(self.name)
             if record is not None and record.state() == "running":
-                self._check_serves(record)
+                record = self._check_serves(record)
             else:
                 if record is not None:
                     log.info(
@@ -223,14 +225,33 @@ class DetachedEndpoint:
         self.handshake = Handshake(CORE_PROTOCOL_VERSION, PROTOCOL_VERSION, "unix", record.address)
         return self.handshake
 
-    def _check_serves(self, record: DetachedRecord) -> None:
-        if self._serves is not None and record.served() != self._serves:
-            served = record.served()
+    def _check_serves(self, record: DetachedRecord) -> DetachedRecord:
+        """The record, naming the adapter asked for when only the adapter differs.
+
+        Another adapter of the base the worker holds is served by Loading it
+        there (the supervisor's Load after ``start``), which is the point of
+        a warm worker; another base would throw away what it holds and is
+        refused.
+        """
+        served = record.served()
+        if self._serves is None or served == self._serves:
+            return record
+        if base_key(served) != base_key(self._serves):
             raise WorkerStartError(
                 f"a detached worker named {self.name!r} (pid {record.pid}) already serves "
                 f"another model ({served.kind} {served.base} {served.adapter}); stop it "
                 f"(`swayhost detached stop {self.name}`) or pick another name"
             )
+        log.info(
+            "detached worker %s: loading adapter %s on its base %s (was %s)",
+            self.name,
+            self._serves.adapter,
+            served.base,
+            served.adapter,
+        )
+        record = replace(record, spec=json_format.MessageToDict(self._serves))
+        save(record)
+        return record
 
     def _start_new(self) -> DetachedRecord:
         if self._spawn is None or self._serves is None:

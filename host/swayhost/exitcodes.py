@@ -9,4 +9,4 @@ EXIT_USAGE = 2
 EXIT_WORKER = 3
 """A worker could not be started or crashed (any ``SwayHostError``)."""
 EXIT_INTERRUPTED = 130
-"""Ctrl-C (128 + SIGINT, as shells report it)."""
+"""Ctrl-C (128 + SIGINT, as shells report it); a sweep run again resumes."""

@@ -121,8 +121,16 @@ class Journal:
 
     @classmethod
     def open(cls, path: str | Path, cache_identity: str) -> Journal:
-        """Open (or create) the journal at ``path`` for ``cache_identity``."""
+        """Open (or create) the journal at ``path`` for ``cache_identity``.
+
+        ``path`` may be an existing folder: the journal is then the file in
+        it named by the identity (``journal_in``), so backends that differ
+        only in their adapter (``build_many``, a sweep) can share one
+        ``WorkerOptions.journal`` and still each keep their own file.
+        """
         path = Path(path).expanduser().resolve()
+        if path.is_dir():
+            path = journal_in(path, cache_identity)
         db = _connect(path, read_only=False)
         try:
             header = _header(db, path)
@@ -190,6 +198,12 @@ class Journal:
         response = pb.ScoreResponse()
         response.ParseFromString(blob)
         return response
+
+
+def journal_in(folder: Path, cache_identity: str) -> Path:
+    """The journal file of ``cache_identity`` in a journal folder: stable across runs."""
+    digest = hashlib.sha256(cache_identity.encode()).hexdigest()[:24]
+    return folder / f"{digest}.sqlite"
 
 
 def summarize(path: str | Path) -> JournalSummary:

@@ -63,7 +63,8 @@ class WorkerOptions:
     launcher builds it (once, cached) and runs the worker with its interpreter.
     ``recovery`` says how crashes, hangs and poison inputs are handled
     (``RecoveryPolicy.never()`` turns recovery off); ``journal`` names an
-    SQLite file that keeps every result so a rerun resumes (off when None).
+    SQLite file that keeps every result so a rerun resumes (off when None),
+    or an existing folder where each backend keeps a file of its own.
 
     ``detach=True`` starts the worker to outlive this host, recorded under
     ``name`` (default: the kind): a later host, or the same code after a
@@ -189,6 +190,19 @@ class ModelSpec:
             endpoint=self.endpoint or "",
             options=dict(self.worker.options),
         )
+
+
+def base_key(spec: pb.ModelSpec) -> bytes:
+    """What a worker holding ``spec`` keeps when only the adapter changes: all but the adapter.
+
+    Two specs with equal keys name the same base (kind, base, dtype, device,
+    entry point, endpoint, options), so a worker that holds one can serve
+    the other by Loading only its adapter.
+    """
+    base = pb.ModelSpec()
+    base.CopyFrom(spec)
+    base.ClearField("adapter")
+    return base.SerializeToString(deterministic=True)
 
 
 _SWAY_FIELDS = (

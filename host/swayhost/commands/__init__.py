@@ -17,6 +17,7 @@ from swayhost.commands import (
     detached,
     env,
     stats,
+    sweep,
     worker,
     workers,
 )
@@ -30,6 +31,7 @@ COMMANDS: list[Register] = [
     env.register,
     workers.register,
     stats.register,
+    sweep.register,
     worker.register,
     certs.register,
     detached.register,

@@ -1,0 +1,130 @@
+"""``python -m bench.sweep``: 8 adapters by ``swayhost sweep`` vs 8 ``sway run``s through the host.
+
+The issue's goal: a sweep of 8 tiny adapters through one worker at least 4×
+faster than 8 separate ``sway run``s (each ``kind: custom`` with
+``entry_point: swayhost.sway:HF``, so each starts a worker and loads the base),
+with identical numbers. Both ways run the same suite on the tiny model's
+checkpoints (``swayworker.hf.checkpoints``) as subprocesses, timed by wall
+clock, each with a fresh sway cache; every per-adapter report must be equal
+(probes, null stats, score: everything but timings). Prints Markdown.
+Not part of ``python -m bench``: run it on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.models import tiny_model
+
+SWAY = Path(sysconfig.get_path("scripts")) / "sway"
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = (100, 200, 300, 400, 500, 600, 700, 800)
+SUITE: list[dict[str, Any]] = [
+    {"name": "baseline", "kind": "null_adapter", "runs": 3, "cache": False},
+    {"name": "shift", "kind": "delta_kl", "prompts": ["The river ran", "In the town"]},
+    {
+        "name": "ablation",
+        "kind": "adapter_ablation",
+        "prompts": ["The river ran"],
+        "lambdas": [0.0, 0.5, 1.0, 1.25],
+    },
+    {
+        "name": "preference",
+        "kind": "preference_flip",
+        "triples": [
+            {"prompt": "The baker sold", "chosen": " warm bread", "rejected": " cold stones"},
+            {"prompt": "The dog barked", "chosen": " near the bridge", "rejected": " at noon"},
+        ],
+    },
+]
+
+
+def sway_yaml(base: Path, adapter: Path) -> dict[str, Any]:
+    """The bench suite with ``models.ft`` served by the host's HF worker."""
+    model = {"base": str(base), "dtype": "fp32", "device": "cpu"}
+    ft = {"kind": "custom", "entry_point": "swayhost.sway:HF", **model, "adapter": str(adapter)}
+    return {
+        "version": 1,
+        "models": {"base": {"kind": "hf", **model}, "ft": ft},
+        "defaults": {"seed": 0, "top_k": 32},
+        "suite": SUITE,
+    }
+
+
+def comparable(report: dict[str, Any]) -> dict[str, Any]:
+    """Everything a report says about the model: probes (less timings), null stats, score."""
+    probes = [{k: v for k, v in p.items() if k != "duration_s"} for p in report["probes"]]
+    return {"probes": probes, "null_stats": report["null_stats"], "score": report["score"]}
+
+
+def run_timed(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__)
+    parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    from swayworker.hf.checkpoints import build_checkpoints
+
+    model = tiny_model()
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as scratch:
+        work = (args.work or Path(scratch)).resolve()
+        checkpoints = build_checkpoints(model.adapter_dir, work / "run", STEPS)
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "SWAYHOST_CONFIG"},
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "host"), str(ROOT / "workers")]),
+            "XDG_CONFIG_HOME": str(work / "config"),
+        }
+        separate: dict[str, dict[str, Any]] = {}
+        started = time.perf_counter()
+        for checkpoint in checkpoints:
+            folder = work / "separate" / checkpoint.name
+            folder.mkdir(parents=True, exist_ok=True)
+            spec = folder / "sway.yaml"
+            spec.write_text(yaml.safe_dump(sway_yaml(model.base_dir, checkpoint)))
+            run_env = {**env, "XDG_CACHE_HOME": str(work / "cache-separate")}
+            run_timed([str(SWAY), "run", str(spec), "--json", str(folder / "report.json")], run_env)
+            separate[checkpoint.name] = json.loads((folder / "report.json").read_text())
+        separate_s = time.perf_counter() - started
+
+        spec = work / "sway.yaml"
+        spec.write_text(yaml.safe_dump(sway_yaml(model.base_dir, model.adapter_dir)))
+        out = work / "sweep"
+        sweep_env = {**env, "XDG_CACHE_HOME": str(work / "cache-sweep")}
+        command = [sys.executable, "-m", "swayhost", "sweep", str(spec), "--out", str(out)]
+        sweep_s = run_timed([*command, "--adapter", str(work / "run" / "checkpoint-*")], sweep_env)
+
+        for label, reference in separate.items():
+            got = json.loads((out / label / "report.json").read_text())
+            if comparable(got) != comparable(reference):
+                raise SystemExit(f"{label}: the sweep's report differs from sway run's")
+    n = len(checkpoints)
+    print(f"## Sweep of {n} tiny adapters vs {n} `sway run`s through the host\n")
+    print("| way | wall s | s per adapter |")
+    print("|---|---:|---:|")
+    way = f"{n} × `sway run` (ft via `swayhost.sway:HF`)"
+    print(f"| {way} | {separate_s:.1f} | {separate_s / n:.2f} |")
+    print(f"| `swayhost sweep` | {sweep_s:.1f} | {sweep_s / n:.2f} |")
+    print(f"\nSpeed-up: {separate_s / sweep_s:.2f}× (goal ≥ 4×); every report identical.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
