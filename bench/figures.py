@@ -12,6 +12,7 @@ from bench.models import BenchModel
 from bench.realsize import RealSizeFigures
 from bench.restart import RestartFigures
 from bench.startup import ImportFigures, ReadyFigures
+from bench.sweep import SweepFigures
 from bench.sweeps import KINDS, Sweep, SweepKind
 
 
@@ -47,6 +48,10 @@ class Report:
     restart: RestartFigures
     """Measured on the first model (the tiny one in a full run)."""
     real_size: RealSizeFigures
+    adapters: dict[str, float] | None
+    """Many adapters on the ~50M base (``bench.adapters.measure``); None in a quick run."""
+    sweep: SweepFigures | None
+    """``swayhost sweep`` vs separate ``sway run``s (``bench.sweep``); None in a quick run."""
     machine: dict[str, str]
     config: BenchConfig
     elapsed_s: float
@@ -65,6 +70,8 @@ def finite_positive(report: Report) -> bool:
         report.elapsed_s,
         *report.restart.figures(),
         *report.real_size.figures(),
+        *(report.adapters or {}).values(),
+        *(report.sweep.figures() if report.sweep else []),
     ]
     for m in report.models:
         if {s.kind for s in m.sweeps} != set(KINDS) or not all(s.points for s in m.sweeps):

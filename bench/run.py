@@ -133,6 +133,15 @@ def run(config: BenchConfig, models: Sequence[BenchModel], steps: Steps) -> Repo
         big = real_size_model(config.quick)
     with steps.phase(f"{big.label}: load and calls", config.real_size_rounds) as tick:
         real_size = measure_real_size(big, config.real_size_rounds, config.threads, tick)
+    adapters = sweep = None
+    if not config.quick:  # minutes each: a full run's measurements only
+        from bench.adapters import measure as measure_adapters
+        from bench.sweep import measure_sweep
+
+        with steps.phase("many adapters on the ~50M base: swap, add, memory", 1):
+            adapters = measure_adapters(reps=1)
+        with steps.phase("sweep of 8 tiny adapters vs 8 `sway run`s", 1):
+            sweep = measure_sweep()
     with steps.phase("`import swayhost`", 1):
         imports = import_figures(config.import_reps)
     machine = machine_info()
@@ -144,6 +153,8 @@ def run(config: BenchConfig, models: Sequence[BenchModel], steps: Steps) -> Repo
         imports=imports,
         restart=restart,
         real_size=real_size,
+        adapters=adapters,
+        sweep=sweep,
         machine=machine,
         config=config,
         elapsed_s=time.perf_counter() - start,

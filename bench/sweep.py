@@ -7,7 +7,7 @@ with identical numbers. Both ways run the same suite on the tiny model's
 checkpoints (``swayworker.hf.checkpoints``) as subprocesses, timed by wall
 clock, each with a fresh sway cache; every per-adapter report must be equal
 (probes, null stats, score: everything but timings). Prints Markdown.
-Not part of ``python -m bench``: run it on its own.
+``python -m bench`` runs it too (``measure_sweep``), for its goals table.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,19 +74,49 @@ def run_timed(argv: list[str], env: dict[str, str]) -> float:
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(argv[:4])} failed ({done.returncode}):\n{done.stderr[-3000:]}"
+        )
     return elapsed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__)
-    parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class SweepFigures:
+    """Wall seconds of the same suite over the same adapters, both ways; reports were equal."""
+
+    adapters: int
+    separate_s: float
+    sweep_s: float
+
+    @property
+    def speedup(self) -> float:
+        return self.separate_s / self.sweep_s
+
+    def figures(self) -> list[float]:
+        return [self.separate_s, self.sweep_s, self.speedup]
+
+    def table(self) -> str:
+        n = self.adapters
+        way = f"{n} × `sway run` (ft via `swayhost.sway:HF`)"
+        return "\n".join(
+            [
+                f"## Sweep of {n} tiny adapters vs {n} `sway run`s through the host\n",
+                "| way | wall s | s per adapter |",
+                "|---|---:|---:|",
+                f"| {way} | {self.separate_s:.1f} | {self.separate_s / n:.2f} |",
+                f"| `swayhost sweep` | {self.sweep_s:.1f} | {self.sweep_s / n:.2f} |",
+                f"\nSpeed-up: {self.speedup:.2f}× (goal ≥ 4×); every report identical.",
+            ]
+        )
+
+
+def measure_sweep(work: Path | None = None) -> SweepFigures:
+    """Both ways on the tiny model's checkpoints; raises if any report differs."""
     from swayworker.hf.checkpoints import build_checkpoints
 
     model = tiny_model()
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as scratch:
-        work = (args.work or Path(scratch)).resolve()
+        work = (work or Path(scratch)).resolve()
         checkpoints = build_checkpoints(model.adapter_dir, work / "run", STEPS)
         env = {
             **{k: v for k, v in os.environ.items() if k != "SWAYHOST_CONFIG"},
@@ -114,15 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         for label, reference in separate.items():
             got = json.loads((out / label / "report.json").read_text())
             if comparable(got) != comparable(reference):
-                raise SystemExit(f"{label}: the sweep's report differs from sway run's")
-    n = len(checkpoints)
-    print(f"## Sweep of {n} tiny adapters vs {n} `sway run`s through the host\n")
-    print("| way | wall s | s per adapter |")
-    print("|---|---:|---:|")
-    way = f"{n} × `sway run` (ft via `swayhost.sway:HF`)"
-    print(f"| {way} | {separate_s:.1f} | {separate_s / n:.2f} |")
-    print(f"| `swayhost sweep` | {sweep_s:.1f} | {sweep_s / n:.2f} |")
-    print(f"\nSpeed-up: {separate_s / sweep_s:.2f}× (goal ≥ 4×); every report identical.")
+                raise RuntimeError(f"{label}: the sweep's report differs from sway run's")
+    return SweepFigures(len(checkpoints), separate_s, sweep_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__)
+    parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    print(measure_sweep(args.work).table())
     return 0
 
 
