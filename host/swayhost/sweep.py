@@ -303,36 +303,25 @@ def _loaded(
 ) -> Generator[tuple[Adapter, RemoteBackend], None, None]:
     """Backends of the adapters that load; those that do not become failures, alone.
 
-    ``build_many`` fails as a whole when one adapter cannot load. When its
-    error names the adapter's path, that adapter is set aside and the rest
-    built again; an error naming none is isolated by building each adapter
-    on its own, one at a time.
+    ``build_many`` loads every adapter into one worker: one that cannot load
+    (another base's shapes, a corrupt file) comes back with its
+    ``load_error``, which names its path, and the others are unaffected.
+    Only when none loads does it raise; then every adapter fails with that.
     """
-    remaining = list(pending)
-    while remaining:
-        try:
-            backends = build_many(base, [a.path for a in remaining], worker=base.worker)
-        except Exception as exc:
-            culprit = next((a for a in remaining if str(a.path) in str(exc)), None)
-            if culprit is None:
-                break
-            failures.append(runner.failed(culprit, exc))
-            remaining.remove(culprit)
-            continue
-        try:
-            yield from zip(remaining, backends, strict=True)
-        finally:
-            for backend in backends:
-                backend.close()
+    try:
+        backends = build_many(base, [a.path for a in pending], worker=base.worker)
+    except Exception as exc:
+        failures.extend(runner.failed(adapter, exc) for adapter in pending)
         return
-    for adapter in remaining:
-        try:
-            (backend,) = build_many(base, [adapter.path], worker=base.worker)
-        except Exception as exc:
-            failures.append(runner.failed(adapter, exc))
-            continue
-        with backend:
+    try:
+        for adapter, backend in zip(pending, backends, strict=True):
+            if backend.load_error is not None:
+                failures.append(runner.failed(adapter, backend.load_error))
+                continue
             yield adapter, backend
+    finally:
+        for backend in backends:
+            backend.close()
 
 
 def _run_on_ray(
