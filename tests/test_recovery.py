@@ -293,13 +293,19 @@ def settled_fds_and_threads(others: set[threading.Thread]) -> tuple[int, int]:
 
 
 def test_close_stops_worker_and_standby_and_is_idempotent() -> None:
-    before = {p.pid for p in psutil.Process().children()}
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     backend = spawn_dummy(recovery=RecoveryPolicy(standby=True))
     wait_until(lambda: backend.stats().standby_ready)
-    workers = [p for p in psutil.Process().children() if p.pid not in before]
-    sockets = [Path(c.laddr).parent for p in workers for c in p.net_connections("unix") if c.laddr]
-    assert len(workers) == 2 and len(set(sockets)) == 2
+    # The worker, the standby and the template that forked them.
+    started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    sockets = {
+        Path(c.laddr).parent
+        for p in started
+        for c in p.net_connections("unix")
+        if c.laddr and Path(c.laddr).name == "worker.sock"
+    }
+    assert len(started) == 3 and len(sockets) == 2
     backend.close()
     backend.close()
-    assert not any(process_alive(p.pid) for p in workers)
+    assert not any(process_alive(p.pid) for p in started)
     assert not any(folder.exists() for folder in sockets)

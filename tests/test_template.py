@@ -5,7 +5,8 @@ the template did those once and forks each worker. These tests pin down
 that the template is really used (the worker's parent), that a crashed
 worker is replaced by a fresh fork with the same answers, that nothing is
 left behind however the host ends, and that the template stays out of the
-way where it does not apply (standby, off, foreign commands).
+way where it does not apply (off, no recovery, foreign commands), and that a
+standby is forked from it too.
 """
 
 from __future__ import annotations
@@ -162,13 +163,28 @@ def test_a_sigkilled_host_takes_template_and_worker_with_it(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     "policy",
-    [{"fork_template": False}, {"standby": True}, {"max_restarts": 0}],
-    ids=["off", "standby", "no-recovery"],
+    [{"fork_template": False}, {"max_restarts": 0}],
+    ids=["off", "no-recovery"],
 )
 def test_no_template_where_it_does_not_apply(policy: dict[str, object]) -> None:
     with _dummy(**policy) as backend:
         assert psutil.Process(backend.pid).ppid() == os.getpid()
         assert "swayworker.template" not in psutil.Process(backend.pid).cmdline()
+
+
+def test_a_standby_is_forked_from_the_template_too() -> None:
+    """A spawned standby was "ready" at its handshake and imported for seconds
+    after it; forked, it holds every import the moment it exists."""
+    with _dummy(standby=True) as backend, backend.as_finetuned() as view:
+        want = view.logprob_of("The sky is", " blue")
+        template = _parent(backend.pid)
+        wait_until(lambda: backend.stats().standby_ready, timeout=30)
+        spare = backend._supervisor._spare
+        assert spare is not None
+        assert _parent(spare.endpoint.pid).pid == template.pid
+        os.kill(backend.pid, signal.SIGKILL)
+        assert view.logprob_of("The sky is", " blue") == want
+        assert backend.pid == spare.endpoint.pid  # the standby took over
 
 
 def test_a_command_that_is_not_a_built_in_worker_is_spawned() -> None:

@@ -216,7 +216,7 @@ def launcher_for(spec: ModelSpec) -> Launcher:
     if options.detach:
         return DetachedLauncher.for_spec(spec)
     recovery = options.recovery
-    if recovery.fork_template and not recovery.standby and recovery.max_restarts > 0:
+    if recovery.fork_template and recovery.max_restarts > 0:
         return ForkingLauncher(spec)
     return LocalLauncher(spec)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,12 +40,18 @@ class ForkingLauncher:
         self._template: WorkerTemplate | None = None
         self._unavailable = False
         """A template failed to start once: spawn directly from then on."""
+        self._lock = threading.Lock()
+        """The standby thread and a restart may both ask for a worker at once."""
 
     def endpoint(self) -> WorkerProcess:
         process = worker_process(self.spec)
         module = template_module(process.argv)
         if module is None or self._unavailable:
             return process
+        with self._lock:
+            return self._forked(process, module)
+
+    def _forked(self, process: WorkerProcess, module: str) -> WorkerProcess:
         if self._template is None or not self._template.alive():
             env = process.environment(detached=False)
             try:
@@ -59,9 +66,10 @@ class ForkingLauncher:
         return process
 
     def close(self) -> None:
-        if self._template is not None:
-            self._template.close()
-            self._template = None
+        with self._lock:
+            if self._template is not None:
+                self._template.close()
+                self._template = None
 
 
 def worker_process(spec: ModelSpec, log_path: Path | None = None) -> WorkerProcess:

@@ -46,15 +46,17 @@ class RecoveryPolicy:
 
     ``standby`` keeps one spare worker started and warmed up (its framework
     imported, no model loaded), so a restart costs a model load instead of a
-    process start and framework import; it costs one idle process.
+    process start and framework import; it costs one idle process. With the
+    template (below) the spare is forked from it, so it is warm the moment
+    it exists; spawned, it imports for seconds after its handshake.
 
-    ``fork_template`` (on by default) keeps, instead, one *template* for a
+    ``fork_template`` (on by default) keeps one *template* for a
     built-in Python worker that recovery may restart: a process that has
     imported the worker's framework once and forks each worker, so a restart
     costs a fork and a model load (a fraction of a second on a small model)
     instead of a new interpreter and seconds of imports. It holds no model;
-    its pages are shared with the workers it forks. It applies to local
-    workers only, and not with ``standby`` (which already keeps one warm).
+    its pages are shared with the workers it forks (the standby too). It
+    applies to local workers only.
     Set it False to spawn every worker as a fresh interpreter.
     """
 
