@@ -24,9 +24,6 @@ from swayhost.policy import RecoveryPolicy
 from bench.models import BenchModel
 from bench.sides import host_spec
 
-STANDBY_SETTLE_S = 8.0
-"""How long a fresh standby is left to finish its imports before the next kill."""
-
 
 @dataclass(frozen=True)
 class RestartFigures:
@@ -68,12 +65,8 @@ def _kill_and_time(backend: swayhost.RemoteBackend, reps: int, wait_ready: bool)
         for rep in range(reps):
             text = f"The river ran past the town, time {rep}"
             want = view.logprob_of(text, " and on")
-            if wait_ready:
-                # A standby is "ready" at its handshake; its framework imports go on
-                # for seconds beside it. Crashes seconds apart would find it still
-                # importing, so give it the time a warm standby has in a real run.
+            if wait_ready:  # a standby forked from the template is warm once it exists
                 _wait(lambda: backend.stats().standby_ready)
-                time.sleep(STANDBY_SETTLE_S)
             os.kill(backend.pid, signal.SIGKILL)
             start = time.perf_counter()
             got = view.logprob_of(text, " and on")
