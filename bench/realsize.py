@@ -10,8 +10,12 @@ so the smoke test covers this code without the 2 GB build.
 
 Each round calls every op once per side on a fresh text, in ABBA order, and
 the ratio is taken within the round (``bench.paired``). The in-process
-side's memory is this process's resident-set growth while sway's backend
-loads: an estimate, since the bench process has held other models before.
+side's memory is this process's resident-set growth from before sway's
+backend is built to after the calls (safetensors weights are mapped and
+become resident as they are used): an estimate, since the bench process
+has held other models before. The host's load time includes the worker's
+interpreter start and framework imports, which the bench process paid long
+before it builds sway's backend.
 """
 
 from __future__ import annotations
@@ -96,7 +100,6 @@ def measure_real_size(
         start = time.perf_counter()
         sway = sway_backend(model)
         sway_load_s = time.perf_counter() - start
-        growth = max(0, _rss() - before)
         try:
             with (
                 torch_threads(threads),
@@ -104,6 +107,7 @@ def measure_real_size(
                 host.as_finetuned() as host_view,
             ):
                 rows = _time_ops(inproc_view, host_view, rounds, tick)
+            growth = max(0, _rss() - before)  # after the calls: weights are mapped lazily
         finally:
             sway.close()
         memory = worker_rss(host)

@@ -300,8 +300,10 @@ def _real_size(report: Report) -> Section:
         rows,
         f"Qwen2-0.5B's shape with random weights and a q/v LoRA (`bench/realsize.py`);"
         f" median of {report.config.real_size_rounds} ABBA rounds per op, fresh text"
-        " each round. In-process memory is this process's growth while sway's backend"
-        " loads; the host's is the worker's resident set after the calls.",
+        " each round. Memory after the calls: in process, this process's growth since"
+        " before sway's backend was built; through the host, the worker's resident set."
+        " The host's load includes the worker's interpreter start and framework imports,"
+        " which this process had paid already.",
     )
 
 
