@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
 import swayhost
 from swayhost.commands.conformance import command_label
+from swayhost.commands.model_flags import add_model_flags, model_spec
 from swayhost.console import print_table, table
 from swayhost.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from swayhost.node_deps import missing_dependency
@@ -36,12 +36,7 @@ def register(sub: Any) -> None:
         "describe", help="start a worker and print what it advertises"
     )
     parser.add_argument("--kind", default="dummy", help="built-in worker kind (default dummy)")
-    parser.add_argument("--base", help="the model to Load (HF id or folder; api: model name)")
-    parser.add_argument("--adapter", type=Path, help="its adapter folder (hf, mlx)")
-    parser.add_argument("--endpoint", help="api kind: the server's base URL")
-    parser.add_argument("--entry-point", help="custom kind: module:Class")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--device", default="auto")
+    add_model_flags(parser, "the model to Load (HF id or folder; api: model name)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("argv", nargs="*", help="worker command after --, instead of --kind")
     parser.set_defaults(func=run)
@@ -65,16 +60,7 @@ def run(args: argparse.Namespace) -> int:
     worker = swayhost.WorkerOptions(
         command=tuple(args.argv) if args.argv else None, name=command_label(args.argv)
     )
-    spec = swayhost.ModelSpec(
-        kind=args.kind,
-        base=args.base or "",
-        adapter=args.adapter,
-        dtype=args.dtype,
-        device=args.device,
-        endpoint=args.endpoint,
-        entry_point=args.entry_point,
-        worker=worker,
-    )
+    spec = model_spec(args, worker)
     start = swayhost.spawn if args.argv or args.kind == "dummy" else swayhost.build
     with start(spec) as backend:
         described = MessageToDict(backend.description, preserving_proto_field_name=True)

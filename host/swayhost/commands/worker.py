@@ -17,9 +17,10 @@ from typing import Any
 from swayworker.protocol import listen_address
 
 from swayhost import config
+from swayhost.commands.model_flags import add_model_flags, model_spec
 from swayhost.exitcodes import EXIT_USAGE
 from swayhost.local import worker_process
-from swayhost.spec import KINDS, ModelSpec
+from swayhost.spec import KINDS
 from swayhost.tls import read_token
 
 
@@ -39,12 +40,7 @@ def register(sub: Any) -> None:
         help="e.g. 0.0.0.0:7443 (port 1-65535, or 0 for any free port)",
     )
     serve.add_argument("--kind", choices=KINDS, default="hf", help="worker kind (default hf)")
-    serve.add_argument("--base", help="the model to load before serving (HF id or folder)")
-    serve.add_argument("--adapter", type=Path, help="its adapter folder")
-    serve.add_argument("--dtype", default="auto")
-    serve.add_argument("--device", default="auto")
-    serve.add_argument("--entry-point", help="custom kind: module:Class")
-    serve.add_argument("--endpoint", help="api kind: the server's base URL")
+    add_model_flags(serve, "the model to load before serving (HF id or folder)")
     serve.add_argument(
         "--option",
         action="append",
@@ -82,16 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
         command=tuple(args.argv) if args.argv else options.command,
         options={**options.options, **dict(args.option)},  # the command line wins
     )
-    spec = ModelSpec(
-        kind=args.kind,
-        base=args.base or "",
-        adapter=args.adapter,
-        dtype=args.dtype,
-        device=args.device,
-        entry_point=args.entry_point,
-        endpoint=args.endpoint,
-        worker=options,
-    )
+    spec = model_spec(args, options)
     env = environment(
         args.listen,
         read_token(args.token_file),
