@@ -11,6 +11,7 @@ standby is forked from it too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -232,3 +233,28 @@ def test_an_hf_worker_forked_from_the_template_equals_a_spawned_one(
                 "The river", max_new_tokens=4
             )
         assert forked.stats().restarts == 1
+
+
+def test_a_stop_that_comes_while_the_template_cleans_up_leaves_nothing(tmp_path: Path) -> None:
+    """The host's death arrives twice at once (stdin EOF and a signal): the
+    second must not interrupt the removal of the socket folder the first began."""
+    from swayworker.protocol import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE}
+    for _ in range(5):
+        template = subprocess.Popen(
+            [sys.executable, "-m", "swayworker.template", "swayworker.dummy"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert template.stdin is not None and template.stdout is not None
+        assert template.stdout.readline().startswith("template|")
+        template.stdin.close()
+        while template.poll() is None:  # a storm of stops while it unwinds
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(template.pid, signal.SIGTERM)
+        # exit 0, or SIGTERM's default once the interpreter has shut down
+        assert template.returncode in (0, -signal.SIGTERM)
+        assert list(tmp_path.iterdir()) == []

@@ -26,6 +26,7 @@ parent it is, then get their parent-death signal.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -52,9 +53,10 @@ FDS_PER_FORK = 3
 class Template:
     """The fork server: one listening socket, one host connection at a time."""
 
-    def __init__(self, module: str, folder: Path) -> None:
+    def __init__(self, module: str, folder: Path, stop: StopPipe) -> None:
         self.module = module
         self.folder = folder
+        self.stop = stop
         self.path = folder / "template.sock"
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(self.path))
@@ -68,13 +70,14 @@ class Template:
         """Descriptors that came with a line not yet complete."""
 
     def serve(self) -> None:
-        """Answer requests until stdin closes; only ever one thread."""
+        """Answer requests until stdin closes or a stop is signalled; only ever one thread."""
+        stop = self.stop.read_end
         while True:
             self.reap()
-            watched: list[Any] = [0, self.listener, *self.buffers]  # 0: stdin, the host's pipe
+            watched: list[Any] = [0, stop, self.listener, *self.buffers]  # 0: the host's pipe
             readable, _, _ = select.select(watched, [], [], 0.5)
-            if 0 in readable and not os.read(0, 4096):
-                return  # the host went away
+            if stop in readable or (0 in readable and not os.read(0, 4096)):
+                return  # told to stop, or the host went away
             if self.listener in readable:
                 conn, _ = self.listener.accept()
                 self.buffers[conn] = b""
@@ -127,7 +130,7 @@ class Template:
 
     def _become_worker(self, env: dict[str, str], cwd: str, fds: list[int]) -> None:
         os.setsid()  # its own process group, as a spawned worker has
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the template's unwinding is not ours
+        self.stop.close_in_child()  # the template's unwinding is not ours
         if cwd:
             os.chdir(cwd)
         for target, fd in enumerate(fds):
@@ -159,8 +162,35 @@ class Template:
 
 
 def _exit_when_host_dies(reason: str) -> None:
-    """The host died without closing our stdin: unwind as SIGTERM does."""
+    """The host died while we were still importing: nothing to clean up yet."""
     sys.exit(0)
+
+
+class StopPipe:
+    """From the serve loop on, SIGTERM and the host's death only wake the loop.
+
+    An exception raised by a signal handler can land anywhere, including in
+    the middle of removing the socket folder (stdin EOF and the parent-death
+    signal come together when the host dies), which then stays behind. A
+    byte on a pipe the loop watches cannot interrupt anything.
+    """
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.write_end, False)
+        signal.signal(signal.SIGTERM, self.wake)
+        arm_parent_death(host_pid(), self.wake)
+
+    def wake(self, *_: object) -> None:
+        with contextlib.suppress(OSError):  # the pipe is full: a stop is pending anyway
+            os.write(self.write_end, b"x")
+
+    def close_in_child(self) -> None:
+        """A forked worker has its own lifeline: none of this is its business."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+        os.close(self.read_end)
+        os.close(self.write_end)
 
 
 def _main_module(name: str) -> str:
@@ -178,7 +208,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         sys.stderr.write("usage: python -m swayworker.template WORKER_MAIN_MODULE\n")
         return 2
-    # SIGTERM and the host's death unwind, so the folder below is removed. The
+    # While importing, SIGTERM and the host's death exit at once (nothing to
+    # clean up yet); StopPipe takes over before the socket folder exists. The
     # host may have started us from a thread that exits long before it does
     # (a thread pool): lifeline's rule, not a bare parent-death signal.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -195,14 +226,14 @@ def main(argv: list[str]) -> int:
         sys.stdout.flush()
         os.dup2(stdout, 1)
         os.close(stdout)
+    stop = StopPipe()
     folder = Path(tempfile.mkdtemp(prefix="swayworker-template-"))
     try:
-        template = Template(module, folder)
+        template = Template(module, folder, stop)
         sys.stdout.write(f"{TEMPLATE_PREFIX}{template.path}\n")
         sys.stdout.flush()
         template.serve()
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stdin EOF and SIGTERM often come together
         shutil.rmtree(folder, ignore_errors=True)
     return 0
 
