@@ -82,6 +82,13 @@ def test_batching_keys_reach_worker_options(tmp_path: Path) -> None:
     assert _options(tmp_path, "    dynamic_batching: true\n").dynamic_batching is True
 
 
+def test_background_start_reaches_worker_options(tmp_path: Path) -> None:
+    assert _options(tmp_path, "    startup_timeout: 30\n").background_start is True
+    assert _options(tmp_path, "    background_start: false\n").background_start is False
+    with pytest.raises(ConfigError, match="background_start: expected true or false"):
+        _options(tmp_path, "    background_start: later\n")
+
+
 def test_journal_is_relative_to_the_config_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -258,7 +265,8 @@ def test_sway_entry_point_runs_the_worker_the_config_describes(
         "    journal: runs/hf.sqlite\n"
         "    options: {protocols: scalable, sleep_ms: 50}\n"
         "    recovery: {max_restarts: 4, health_interval_s: 0}\n"
-        "    name: config-e2e\n",
+        "    name: config-e2e\n"
+        "    background_start: false\n",
         encoding="utf-8",
     )
     monkeypatch.setenv(config.CONFIG_ENV, str(config_path))
@@ -280,7 +288,9 @@ def test_sway_entry_point_runs_the_worker_the_config_describes(
             values.append(view.logprob_of("a b", " d"))
         return values
 
-    first = sway_build(SwayModelSpec(kind="custom", entry_point=ENTRY_POINT, base="toy"))
+    first = sway_build(
+        SwayModelSpec(kind="custom", entry_point=ENTRY_POINT, base="toy", adapter=tmp_path)
+    )
     try:
         assert isinstance(first, host_sway.HF)
         worker = built[0].worker
@@ -288,7 +298,8 @@ def test_sway_entry_point_runs_the_worker_the_config_describes(
         assert worker.journal == journal
         assert worker.options == {"protocols": "scalable", "sleep_ms": "50"}
         assert worker.recovery == RecoveryPolicy(max_restarts=4, health_interval_s=0.0)
-        # The options reached the worker's Load: it kept only the scalable protocol.
+        # The options reached the worker's Load: it kept only the scalable protocol
+        # (and background_start: false made sway's checks see exactly that).
         assert isinstance(first, ScalableDifferentialBackend)
         assert not isinstance(first, NullCalibratedBackend)
         scores = score(first)
@@ -305,7 +316,9 @@ def test_sway_entry_point_runs_the_worker_the_config_describes(
         rows = db.execute("SELECT op, COUNT(*) FROM results GROUP BY op").fetchall()
     assert rows == [("logprob_of", 6)]
 
-    rerun = sway_build(SwayModelSpec(kind="custom", entry_point=ENTRY_POINT, base="toy"))
+    rerun = sway_build(
+        SwayModelSpec(kind="custom", entry_point=ENTRY_POINT, base="toy", adapter=tmp_path)
+    )
     try:
         assert score(rerun) == scores
         stats = rerun.stats()
@@ -317,4 +330,6 @@ def test_sway_entry_point_runs_the_worker_the_config_describes(
     journal.unlink()
     Journal.open(journal, "hf:another-model").close()
     with pytest.raises(SpecValidationError, match="hf:another-model"):
-        sway_build(SwayModelSpec(kind="custom", entry_point=ENTRY_POINT, base="toy"))
+        sway_build(
+            SwayModelSpec(kind="custom", entry_point=ENTRY_POINT, base="toy", adapter=tmp_path)
+        )

@@ -406,13 +406,26 @@ def test_config_python_that_cannot_run_a_worker(
     assert str(info.value).startswith(f"{path}: workers.hf.python: ")
 
 
+@pytest.mark.parametrize("background", [True, False])
 def test_sway_reports_a_broken_env_as_a_spec_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_worker_starts: list[str]
+    background: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_worker_starts: list[str],
 ) -> None:
-    path = write_config(tmp_path, "    environment: {python: '3.99'}\n")
+    """Waited for (``background_start: false``) the build raises it; started in the
+    background, every call that needs the worker does, beginning with the first."""
+    start = f"    background_start: {str(background).lower()}\n"
+    path = write_config(tmp_path, f"    environment: {{python: '3.99'}}\n{start}")
     monkeypatch.setenv("SWAYHOST_CONFIG", str(path))
     spec = SwayModelSpec(kind="custom", entry_point="swayhost.sway:HF", base="b", adapter=tmp_path)
     expected = f"environment 'hf' ({path}: workers.hf.environment): no Python 3.99 was found"
     with pytest.raises(SpecValidationError, match=re.escape(expected)):
-        host_sway.HF(spec, adapter_path=tmp_path)
+        backend = host_sway.HF(spec, adapter_path=tmp_path)
+        assert background, "a build that waits raises before returning"
+        backend.preflight_finite_check()  # sway run's first call
+    if background:
+        with pytest.raises(SpecValidationError, match=re.escape(expected)):
+            backend.cache_identity()
+        backend.close()
     assert no_worker_starts == []

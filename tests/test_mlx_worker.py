@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import swayhost
 from swayhost import ModelSpec, WorkerOptions
+from swayhost import sway as host_sway
 from swayworker.hf.tiny import TinyModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -152,6 +153,9 @@ def test_null_views_repeat_restore_and_match_hf_in_size(mlx: Any, hf: Any) -> No
 def test_preflight_and_protocols(mlx: Any, hf: Any) -> None:
     assert mlx.preflight_finite_check() == hf.preflight_finite_check() == (True, "")
     assert mlx.__sway_protocols__ == hf.__sway_protocols__
+    # what sway's checks see of swayhost.sway:MLX before its worker is up
+    served = tuple(name for name in host_sway.OPTIONAL_METHODS if hasattr(mlx, name))
+    assert host_sway.BUILT_IN_METHODS["mlx"] == served
     described = mlx.description
     assert described.worker_kind == "mlx"
     assert "mlx" in described.framework_versions and "torch" not in described.framework_versions

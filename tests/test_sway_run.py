@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,11 +38,12 @@ from dlm_sway.core.scoring import (
 )
 from swayhost import sway as host_sway
 from swayhost.config import CONFIG_ENV, worker_options
-from swayhost.errors import ConfigError
+from swayhost.errors import ConfigError, UnsupportedCapabilityError
+from swayhost.proxy import RemoteBackend
 from swayhost.spec import WorkerOptions
 from swayworker.hf.tiny import TinyModel
 
-from tests.helpers import spawn_dummy
+from tests.helpers import spawn_dummy, wait_until
 from tests.test_host_is_light import HEAVY
 
 pytestmark = pytest.mark.slow
@@ -140,8 +142,9 @@ def workers_marked(marker: str) -> set[int]:
     return found
 
 
-def write_host_config(path: Path, marker: str) -> Path:
-    config = {"workers": {"hf": {"python": sys.executable, "env": {MARKER_ENV: marker}}}}
+def write_host_config(path: Path, marker: str, *, background_start: bool = True) -> Path:
+    hf = {"python": sys.executable, "env": {MARKER_ENV: marker}}
+    config = {"workers": {"hf": {**hf, "background_start": background_start}}}
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 
@@ -277,10 +280,24 @@ def test_missing_adapter_keeps_sways_error(tiny_model: TinyModel) -> None:
 # -- sway's protocol checks see exactly what the worker serves -----------------
 
 
+def _eager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host config that makes sway's build wait for the worker (``background_start: false``)."""
+    config = tmp_path / "swayhost.yaml"
+    config.write_text("workers:\n  hf:\n    background_start: false\n", encoding="utf-8")
+    monkeypatch.setenv(CONFIG_ENV, str(config))
+
+
+def _hf(tmp_path: Path) -> SwayModelSpec:
+    return SwayModelSpec(kind="custom", entry_point=ENTRY_POINT, base="toy", adapter=tmp_path)
+
+
 @pytest.mark.parametrize("kept", ["", "scalable", "null,preflight"])
-def test_optional_protocols_follow_the_worker(kept: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_optional_protocols_follow_the_worker(
+    kept: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _eager(tmp_path, monkeypatch)
     monkeypatch.setattr(host_sway, "build", lambda spec: spawn_dummy(protocols=kept))
-    backend = sway_build(SwayModelSpec(kind="custom", entry_point=ENTRY_POINT, base="toy"))
+    backend = sway_build(_hf(tmp_path))
     try:
         assert isinstance(backend, host_sway.HF)
         assert isinstance(backend, DifferentialBackend)
@@ -296,6 +313,116 @@ def test_optional_protocols_follow_the_worker(kept: str, monkeypatch: pytest.Mon
     finally:
         backend.close()
     assert backend.cache_identity()
+
+
+# -- the worker starts while sway goes on (background_start, the default) ------
+
+
+def test_sways_build_returns_while_the_worker_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def slow_build(spec: object) -> RemoteBackend:
+        assert release.wait(60), "the test never released the build"
+        return spawn_dummy()
+
+    monkeypatch.setattr(host_sway, "build", slow_build)
+    backend = sway_build(_hf(tmp_path))  # returns although the build is blocked
+    try:
+        assert not backend._starting.done()
+        # sway's protocol checks were answered from what a built-in hf worker serves
+        assert list(backend.__sway_protocols__) == [
+            "DifferentialBackend",
+            "NullCalibratedBackend",
+            "ScalableDifferentialBackend",
+        ]
+        release.set()
+        with backend.as_finetuned() as view:  # the first call waits for the worker
+            assert view.logprob_of("a b", " c") < 0
+        assert backend.preflight_finite_check() == (True, "")
+    finally:
+        release.set()
+        backend.close()
+
+
+def test_closing_while_the_worker_starts_stops_it_once_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    started: list[RemoteBackend] = []
+
+    def slow_build(spec: object) -> RemoteBackend:
+        release.wait(60)
+        started.append(spawn_dummy())
+        return started[0]
+
+    monkeypatch.setattr(host_sway, "build", slow_build)
+    backend = sway_build(_hf(tmp_path))
+    backend.close()  # sway failed before its first call: close does not wait for the start
+    assert not backend._starting.done()
+    release.set()
+    wait_until(lambda: bool(started) and not psutil.pid_exists(started[0].pid), timeout=30)
+    with pytest.raises(RuntimeError, match="closed while starting"):
+        backend.cache_identity()
+
+
+def test_a_worker_serving_less_than_its_kind_promised_says_how_to_fix_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(host_sway, "build", lambda spec: spawn_dummy(protocols="null"))
+    backend = sway_build(_hf(tmp_path))
+    try:
+        assert isinstance(backend, ScalableDifferentialBackend)  # promised before it was up
+        with pytest.raises(UnsupportedCapabilityError, match="background_start: false"):
+            backend.as_scaled_adapter(0.5)
+        with backend.as_null_adapter(3) as view:  # what it does serve still works
+            assert view.logprob_of("a b", " c") < 0
+    finally:
+        backend.close()
+
+
+def test_the_built_in_workers_serve_what_their_kind_promises() -> None:
+    """The promise sway's checks see before the worker is up is each worker
+    class's own (mlx: ``test_mlx_worker``, in its environment)."""
+    from swayworker.api.backend import ApiBackend
+    from swayworker.hf.backend import HFDifferentialBackend
+
+    for kind, cls in (("hf", HFDifferentialBackend), ("api", ApiBackend)):
+        served = tuple(n for n in host_sway.OPTIONAL_METHODS if callable(getattr(cls, n, None)))
+        assert host_sway.BUILT_IN_METHODS[kind] == served, kind
+
+
+def test_a_load_error_in_the_background_fails_sway_run_as_a_build_error(
+    tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    """Started in the background or not, a model that cannot load fails ``sway run``
+    with the same exit code and the same error, and leaves no worker. (sway in
+    process raises its own ``JSONDecodeError`` here: a traceback and exit 1 too.)"""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{not json", encoding="utf-8")
+    spec = sway_yaml(tiny_model, {"kind": "custom", "entry_point": ENTRY_POINT})
+    spec["models"]["ft"]["adapter"] = str(adapter)
+    outcomes = []
+    for background in (True, False):
+        marker = uuid.uuid4().hex
+        config = tmp_path / f"swayhost-{background}.yaml"
+        write_host_config(config, marker, background_start=background)
+        env = {**_base_env(), CONFIG_ENV: str(config), MARKER_ENV: marker}
+        run = run_sway(spec, tmp_path / f"run-{background}", env)
+        assert run.survivors == set()
+        outcomes.append((run.returncode, _raised(run.stderr)))
+    assert outcomes[0] == outcomes[1]
+    returncode, raised = outcomes[0]
+    assert returncode == 1 and raised.startswith("ValueError: adapter config"), raised
+    assert "is not valid JSON" in raised
+
+
+def _raised(stderr: str) -> str:
+    """The exception line under sway's (typer's) traceback box, unwrapped."""
+    after_box = stderr.rsplit("╰", 1)[-1].split("\n", 1)[-1]
+    return " ".join(after_box.split())
 
 
 def test_sway_entry_points_stay_light() -> None:

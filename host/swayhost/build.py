@@ -51,10 +51,10 @@ def build(
     """
     spec = coerce_spec(base_spec, worker)
     effective_adapter = adapter_path if adapter_path is not None else spec.adapter
-    return spawn(_checked(spec.with_adapter(effective_adapter)))
+    return spawn(checked(spec.with_adapter(effective_adapter)))
 
 
-def _checked(spec: ModelSpec) -> ModelSpec:
+def checked(spec: ModelSpec) -> ModelSpec:
     """``spec``, or sway's error for what the spec alone shows is wrong."""
     effective_adapter = spec.adapter
     if spec.kind == "dummy":
@@ -114,7 +114,7 @@ def build_many(
     if not paths:
         raise ValueError("build_many needs at least one adapter path; got an empty sequence")
     spec = coerce_spec(base_spec, worker)
-    specs = [_checked(_for_adapter(spec, path, len(paths))) for path in paths]
+    specs = [checked(_for_adapter(spec, path, len(paths))) for path in paths]
     first = _first_that_loads(specs)
     backends: list[RemoteBackend] = []
     supervisor = first._supervisor

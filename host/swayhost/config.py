@@ -495,6 +495,7 @@ _PARSERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "ray": _ray,
     "cache_bytes": _size,
     "dynamic_batching": _flag,
+    "background_start": _flag,
     "batch_window_s": _batch_window,
     "journal": _journal,
     "options": _options,

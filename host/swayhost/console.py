@@ -58,6 +58,13 @@ def step(message: str, *, stream: TextIO | None = None) -> Iterator[None]:
             yield
         console.print(f"{message}: done in {time.monotonic() - started:.1f}s", highlight=False)
         return
-    print(f"swayhost: {message}...", file=out, flush=True)
+    _line(out, f"swayhost: {message}...")
     yield
-    print(f"swayhost: {message}: done in {time.monotonic() - started:.1f}s", file=out, flush=True)
+    _line(out, f"swayhost: {message}: done in {time.monotonic() - started:.1f}s")
+
+
+def _line(out: TextIO, text: str) -> None:
+    """One write per line: a step may run on a thread (a worker starting in the
+    background), and ``print`` writes the text and its newline separately."""
+    out.write(text + "\n")
+    out.flush()

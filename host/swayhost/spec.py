@@ -78,6 +78,11 @@ class WorkerOptions:
     is how long a batch leader waits for concurrent callers to join it
     (``swayhost.coalesce``); ``dynamic_batching=False`` sends every call on
     its own, so results never depend on what other threads were scoring.
+
+    ``background_start`` is for sway's entry points (``swayhost.sway:HF``):
+    sway's build returns while the worker starts, and the first call waits
+    for it (``swayhost.starting``); ``False`` makes the build wait, so a load
+    error is raised by the build itself. ``swayhost.build`` always waits.
     """
 
     python: str | None = None
@@ -96,6 +101,7 @@ class WorkerOptions:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     dynamic_batching: bool = True
     batch_window_s: float = DEFAULT_BATCH_WINDOW_S
+    background_start: bool = True
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:

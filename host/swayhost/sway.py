@@ -15,23 +15,26 @@ closing (an exception in a caller that skipped ``close``).
 
 from __future__ import annotations
 
+import functools
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from swayhost import config
-from swayhost.build import build
+from swayhost.build import build, checked
 from swayhost.console import step
 from swayhost.errors import (
     CacheError,
     ConfigError,
     EnvError,
     JournalError,
+    UnsupportedCapabilityError,
     spec_validation_error,
 )
 from swayhost.proxy import RemoteBackend, RemoteView
 from swayhost.spec import ModelSpec
-from swayhost.stats import BackendStats
+from swayhost.starting import StartingBackend
+from swayhost.stats import BackendStats, SwayInstrumentation
 
 if TYPE_CHECKING:
     from dlm_sway.core.model import ModelSpec as SwayModelSpec
@@ -39,27 +42,72 @@ if TYPE_CHECKING:
 OPTIONAL_METHODS = ("as_scaled_adapter", "as_null_adapter", "preflight_finite_check")
 """The methods of sway's optional protocols (scalable, null-calibrated, preflight)."""
 
+BUILT_IN_METHODS: dict[str, tuple[str, ...]] = {
+    "hf": OPTIONAL_METHODS,
+    "mlx": OPTIONAL_METHODS,
+    "api": ("preflight_finite_check",),
+}
+"""The optional methods each built-in worker serves: its backend class's, whatever
+the model (a test checks each against the real worker). They let a backend
+started in the background answer sway's protocol checks before its worker is up."""
+
 
 class HostBackend:
     """A sway differential backend served by a worker of kind ``worker_kind``.
 
-    sway tests its optional protocols with ``isinstance`` (attribute presence),
-    so this object must *lack* whatever the worker cannot serve: the optional
-    methods are bound per instance, from the proxy, only when the worker
-    advertises them. Instance attributes are seen both by Python 3.11's
-    protocol check (``hasattr``) and by 3.12's (``getattr_static``).
+    sway tests its optional protocols with ``isinstance`` (attribute presence)
+    as soon as the backend is built, so this object must *lack* whatever the
+    worker cannot serve: the optional methods are bound per instance.
+    Instance attributes are seen both by Python 3.11's protocol check
+    (``hasattr``) and by 3.12's (``getattr_static``).
+
+    The worker starts in the background (``WorkerOptions.background_start``,
+    on by default): the constructor returns at once, sway goes on with its own
+    start-up (seeding imports torch), and the first call that needs the
+    worker waits for it (``swayhost.starting``). The optional methods are then
+    those the built-in worker of this kind serves; with the option off, or a
+    worker command of the user's own, the constructor waits and binds exactly
+    what the loaded worker advertises.
     """
 
     worker_kind: ClassVar[str]
 
     def __init__(self, base_spec: SwayModelSpec, adapter_path: Path | None = None) -> None:
-        self._backend = _build_remote(self.worker_kind, base_spec, adapter_path)
-        self.safe_for_concurrent_views: bool = self._backend.safe_for_concurrent_views
-        self._inst = self._backend._inst  # sway's runner reads report's backend_stats from it
-        for name in OPTIONAL_METHODS:
-            method = getattr(self._backend, name, None)
-            if method is not None:
-                setattr(self, name, method)
+        spec = _remote_spec(self.worker_kind, base_spec, adapter_path)
+        self._starting = StartingBackend(lambda: _start(spec), spec.kind)
+        expected = BUILT_IN_METHODS.get(spec.kind)
+        if not spec.worker.background_start or spec.worker.command or expected is None:
+            expected = tuple(n for n in OPTIONAL_METHODS if hasattr(self._backend, n))
+        for name in expected:
+            setattr(self, name, functools.partial(self._optional, name))
+
+    @property
+    def _backend(self) -> RemoteBackend:
+        """The started backend: waits while the worker starts; raises what the start raised."""
+        return self._starting.result()
+
+    def _optional(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call optional method ``name`` of the started backend, which should serve it."""
+        method = getattr(self._backend, name, None)
+        if method is None:  # a worker that is not the built-in one this kind promised
+            backend = self._backend
+            raise UnsupportedCapabilityError(
+                f"worker {backend.name!r} ({backend.description.worker_kind}) does not offer "
+                f"{name}, which a built-in {self.worker_kind} worker does; set "
+                f"background_start: false for it in the host config, so sway sees "
+                f"exactly what it serves",
+                worker=backend.name,
+            )
+        return method(*args, **kwargs)
+
+    @property
+    def safe_for_concurrent_views(self) -> bool:
+        return self._backend.safe_for_concurrent_views
+
+    @property
+    def _inst(self) -> SwayInstrumentation:
+        """sway's runner reads a report's ``backend_stats`` from it."""
+        return self._backend._inst
 
     def as_base(self) -> AbstractContextManager[RemoteView]:
         view: AbstractContextManager[RemoteView] = self._backend.as_base()
@@ -78,8 +126,8 @@ class HostBackend:
         return self._backend.stats()
 
     def close(self) -> None:
-        """Stop the worker; sway's CLI calls this when the suite ends. Idempotent."""
-        self._backend.close()
+        """Stop the worker (once started); sway's CLI calls this when the suite ends. Idempotent."""
+        self._starting.close()
 
 
 class HF(HostBackend):
@@ -100,14 +148,13 @@ class API(HostBackend):
     worker_kind = "api"
 
 
-def _build_remote(kind: str, base_spec: Any, adapter_path: Path | None) -> RemoteBackend:
-    """Start the worker for sway's ``kind: custom`` spec, as if it were ``kind``.
+def _remote_spec(kind: str, base_spec: Any, adapter_path: Path | None) -> ModelSpec:
+    """The host's spec for sway's ``kind: custom`` spec, as if it were ``kind``.
 
-    sway's build errors (a missing adapter, a missing endpoint) come from
-    ``build`` as sway's ``SpecValidationError``; a bad host config, or a
-    provisioned env that cannot be built, or a journal kept for another model,
-    becomes one too, so ``sway run``
-    prints it as a spec error (naming the env and the fix) rather than a traceback.
+    Everything the spec alone shows is checked here, before the constructor
+    returns (sway's own words: a missing adapter, a missing endpoint), as is
+    the host config: a bad one becomes sway's ``SpecValidationError`` too, so
+    ``sway run`` prints it as a spec error (naming the file, key and fix).
     """
     try:
         worker = config.worker_options(kind)
@@ -123,10 +170,16 @@ def _build_remote(kind: str, base_spec: Any, adapter_path: Path | None) -> Remot
         endpoint=base_spec.endpoint,
         worker=worker,
     )
+    return checked(spec)
+
+
+def _start(spec: ModelSpec) -> RemoteBackend:
+    """Start the worker and load the model; a provisioned env that cannot be
+    built, or a journal kept for another model, is a spec error as sway's are."""
     try:
         # A first run provisions the env and (mlx) converts the adapter: seconds to minutes
         # that sway's own output would leave silent.
-        with step(f"starting the {kind} worker and loading {base_spec.base}"):
+        with step(f"starting the {spec.kind} worker and loading {spec.base}"):
             return build(spec)
     except (CacheError, EnvError, JournalError) as exc:
         raise spec_validation_error(str(exc)) from exc

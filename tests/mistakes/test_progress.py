@@ -69,7 +69,7 @@ def test_a_failed_step_does_not_say_done() -> None:
 
 
 def test_sway_loading_a_host_backend_says_so(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """``sway run`` with ``entry_point: swayhost.sway:MLX``: a first run provisions and converts."""
     from dlm_sway.backends import build as sway_build
@@ -79,8 +79,12 @@ def test_sway_loading_a_host_backend_says_so(
     from tests.helpers import spawn_dummy
 
     monkeypatch.setattr(host_sway, "build", lambda spec: spawn_dummy())
-    spec = SwayModelSpec(kind="custom", entry_point="swayhost.sway:MLX", base="toy")
-    sway_build(spec).close()
+    spec = SwayModelSpec(
+        kind="custom", entry_point="swayhost.sway:MLX", base="toy", adapter=tmp_path
+    )
+    backend = sway_build(spec)
+    backend.cache_identity()  # waits for the worker, which starts in the background
+    backend.close()
     started, done = capsys.readouterr().err.strip().splitlines()
     assert started == "swayhost: starting the mlx worker and loading toy..."
     assert done.startswith(started.removesuffix("...")) and DONE.search(done)
