@@ -258,3 +258,18 @@ def test_a_stop_that_comes_while_the_template_cleans_up_leaves_nothing(tmp_path:
         # exit 0, or SIGTERM's default once the interpreter has shut down
         assert template.returncode in (0, -signal.SIGTERM)
         assert list(tmp_path.iterdir()) == []
+
+
+def test_the_hf_warm_up_builds_what_a_first_load_would_and_starts_no_thread() -> None:
+    """A forked worker's Load is a first Load in its process: what transformers
+    builds once (its checkpoint conversion table, ~0.18 s of regex compiling)
+    must be built by the template's warm-up, without a thread a fork would break."""
+    code = (
+        "import swayworker.hf.__main__ as m, threading;"
+        "from transformers import conversion_mapping as c;"
+        "assert c._checkpoint_conversion_mapping_cache is None;"
+        "m.import_frameworks();"
+        "assert c._checkpoint_conversion_mapping_cache is not None;"
+        "assert threading.active_count() == 1"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
