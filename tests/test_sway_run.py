@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -514,3 +515,31 @@ def test_config_python_must_be_executable(tmp_path: Path) -> None:
         worker_options("hf", config)
     script.chmod(0o755)
     assert worker_options("hf", config).python == str(script)
+
+
+def test_ctrl_c_while_the_worker_starts_leaves_nothing(
+    tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    """The start runs on a daemon thread: an interrupted ``sway run`` exits at once
+    (130) without waiting for it, and the worker, its host gone, stops itself."""
+    marker = uuid.uuid4().hex
+    config = write_host_config(tmp_path / "swayhost.yaml", marker)
+    spec_path = tmp_path / "sway.yaml"
+    spec = sway_yaml(tiny_model, {"kind": "custom", "entry_point": ENTRY_POINT})
+    spec_path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    env = {**_base_env(), CONFIG_ENV: str(config), MARKER_ENV: marker}
+    sway = subprocess.Popen(
+        [str(SWAY), "run", str(spec_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal has it
+    )
+    try:
+        wait_until(lambda: bool(workers_marked(marker)), timeout=60)  # the start is under way
+        assert sway.poll() is None, "sway run ended before the test could interrupt it"
+        sway.send_signal(signal.SIGINT)
+        assert sway.wait(30) == 130
+    finally:
+        sway.kill()
+    wait_until(lambda: not workers_marked(marker), timeout=10)
