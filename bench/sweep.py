@@ -46,15 +46,20 @@ SUITE: list[dict[str, Any]] = [
         "triples": [
             {"prompt": "The baker sold", "chosen": " warm bread", "rejected": " cold stones"},
             {"prompt": "The dog barked", "chosen": " near the bridge", "rejected": " at noon"},
+            {"prompt": "The librarian kept", "chosen": " a list", "rejected": " a horse"},
         ],
     },
 ]
+"""The README's "Sweeping checkpoints" suite (``tools/sweep_example.py`` runs it too)."""
 
 
-def sway_yaml(base: Path, adapter: Path) -> dict[str, Any]:
-    """The bench suite with ``models.ft`` served by the host's HF worker."""
+def sway_yaml(base: Path, adapter: Path | None = None) -> dict[str, Any]:
+    """The suite with ``models.ft`` served by the host's HF worker; without
+    ``adapter``, the spec a sweep takes (it names each adapter itself)."""
     model = {"base": str(base), "dtype": "fp32", "device": "cpu"}
-    ft = {"kind": "custom", "entry_point": "swayhost.sway:HF", **model, "adapter": str(adapter)}
+    ft = {"kind": "custom", "entry_point": "swayhost.sway:HF", **model}
+    if adapter is not None:
+        ft["adapter"] = str(adapter)
     return {
         "version": 1,
         "models": {"base": {"kind": "hf", **model}, "ft": ft},

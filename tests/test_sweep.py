@@ -272,21 +272,28 @@ def test_an_out_folder_of_another_suite_is_refused(setup: Setup, tmp_path: Path)
     assert sorted(p.name for p in out.iterdir()) == ["spec.sha256"], "nothing ran"
 
 
-def test_a_spec_sway_rejects_is_a_usage_error_with_sways_words(
-    setup: Setup, tmp_path: Path
-) -> None:
-    spec = yaml.safe_load(setup.spec.read_text())
-    spec["suite"][0]["kind"] = "delta_kll"
-    bad = tmp_path / "sway.yaml"
-    bad.write_text(yaml.safe_dump(spec))
-    argv = [sys.executable, "-m", "swayhost", "sweep", str(bad), "--out", str(tmp_path / "o")]
-    run = subprocess.run(
+def _sweep_spec(
+    setup: Setup, tmp_path: Path, spec: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """``swayhost sweep`` of ``spec`` (written to tmp_path) over the first checkpoint."""
+    path = tmp_path / "sway.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    argv = [sys.executable, "-m", "swayhost", "sweep", str(path), "--out", str(tmp_path / "o")]
+    return subprocess.run(
         [*argv, "--adapter", str(setup.checkpoints[0])],
         capture_output=True,
         text=True,
         env=setup.env,
         timeout=120,
     )
+
+
+def test_a_spec_sway_rejects_is_a_usage_error_with_sways_words(
+    setup: Setup, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load(setup.spec.read_text())
+    spec["suite"][0]["kind"] = "delta_kll"
+    run = _sweep_spec(setup, tmp_path, spec)
     assert run.returncode == 2
     assert "delta_kll" in run.stderr and run.stderr.startswith("error: ")
 
@@ -312,16 +319,7 @@ def test_a_spec_the_sweep_cannot_run_is_refused(
     spec = yaml.safe_load(setup.spec.read_text())
     for section, values in change.items():
         spec[section].update(values)
-    bad = tmp_path / "sway.yaml"
-    bad.write_text(yaml.safe_dump(spec))
-    argv = [sys.executable, "-m", "swayhost", "sweep", str(bad), "--out", str(tmp_path / "o")]
-    run = subprocess.run(
-        [*argv, "--adapter", str(setup.checkpoints[0])],
-        capture_output=True,
-        text=True,
-        env=setup.env,
-        timeout=120,
-    )
+    run = _sweep_spec(setup, tmp_path, spec)
     assert run.returncode == 2
     assert message in run.stderr
     assert not (tmp_path / "o").exists(), "refused before anything ran"

@@ -19,25 +19,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-SUITE = [
-    {"name": "baseline", "kind": "null_adapter", "runs": 3, "cache": False},
-    {"name": "shift", "kind": "delta_kl", "prompts": ["The river ran", "In the town"]},
-    {
-        "name": "ablation",
-        "kind": "adapter_ablation",
-        "prompts": ["The river ran"],
-        "lambdas": [0.0, 0.5, 1.0, 1.25],
-    },
-    {
-        "name": "preference",
-        "kind": "preference_flip",
-        "triples": [
-            {"prompt": "The baker sold", "chosen": " warm bread", "rejected": " cold stones"},
-            {"prompt": "The dog barked", "chosen": " near the bridge", "rejected": " at noon"},
-            {"prompt": "The librarian kept", "chosen": " a list", "rejected": " a horse"},
-        ],
-    },
-]
+sys.path.insert(0, str(ROOT))  # run as a script: the bench package holds the README's suite
+
+from bench.sweep import sway_yaml  # noqa: E402
 
 
 def main() -> int:
@@ -48,17 +32,7 @@ def main() -> int:
     }
     python = sys.executable
     subprocess.run([python, "-m", "swayworker.hf.checkpoints", str(work)], check=True, env=env)
-    base = work / "tiny-llama-v1" / "base"
-    model = {"base": str(base), "dtype": "fp32", "device": "cpu"}
-    spec = {
-        "version": 1,
-        "models": {
-            "base": {"kind": "hf", **model},
-            "ft": {"kind": "custom", "entry_point": "swayhost.sway:HF", **model},
-        },
-        "defaults": {"seed": 0, "top_k": 32},
-        "suite": SUITE,
-    }
+    spec = sway_yaml(work / "tiny-llama-v1" / "base")
     (work / "sway.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     out = work / "sweep"
     shutil.rmtree(out, ignore_errors=True)

@@ -65,9 +65,8 @@ class HostBackend:
     on by default): the constructor returns at once, sway goes on with its own
     start-up (seeding imports torch), and the first call that needs the
     worker waits for it (``swayhost.starting``). The optional methods are then
-    those the built-in worker of this kind serves; with the option off, or a
-    worker command of the user's own, the constructor waits and binds exactly
-    what the loaded worker advertises.
+    those the built-in worker of this kind serves; with the option off the
+    constructor waits and binds exactly what the loaded worker advertises.
     """
 
     worker_kind: ClassVar[str]
@@ -76,7 +75,7 @@ class HostBackend:
         spec = _remote_spec(self.worker_kind, base_spec, adapter_path)
         self._starting = StartingBackend(lambda: _start(spec), spec.kind)
         expected = BUILT_IN_METHODS.get(spec.kind)
-        if not spec.worker.background_start or spec.worker.command or expected is None:
+        if not spec.worker.background_start or expected is None:
             expected = tuple(n for n in OPTIONAL_METHODS if hasattr(self._backend, n))
         for name in expected:
             setattr(self, name, functools.partial(self._optional, name))
@@ -88,9 +87,9 @@ class HostBackend:
 
     def _optional(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call optional method ``name`` of the started backend, which should serve it."""
-        method = getattr(self._backend, name, None)
+        backend = self._backend
+        method = getattr(backend, name, None)
         if method is None:  # a worker that is not the built-in one this kind promised
-            backend = self._backend
             raise UnsupportedCapabilityError(
                 f"worker {backend.name!r} ({backend.description.worker_kind}) does not offer "
                 f"{name}, which a built-in {self.worker_kind} worker does; set "
