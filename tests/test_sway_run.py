@@ -517,13 +517,33 @@ def test_config_python_must_be_executable(tmp_path: Path) -> None:
     assert worker_options("hf", config).python == str(script)
 
 
+SLOW_START_SECONDS = 60
+SLOW_PYTHON = f"""#!{sys.executable}
+# The worker's interpreter, {SLOW_START_SECONDS} s late to start a module (the host's quick
+# interpreter check, "-c", is answered at once): a start that is surely under way when the
+# test interrupts. Like a worker, it stops itself when its host is gone.
+import os, sys, time
+host, deadline = os.getppid(), time.monotonic() + {SLOW_START_SECONDS}
+while sys.argv[1] == "-m" and time.monotonic() < deadline:
+    if os.getppid() != host:
+        sys.exit(0)
+    time.sleep(0.05)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
 def test_ctrl_c_while_the_worker_starts_leaves_nothing(
     tiny_model: TinyModel, tmp_path: Path
 ) -> None:
     """The start runs on a daemon thread: an interrupted ``sway run`` exits at once
     (130) without waiting for it, and the worker, its host gone, stops itself."""
     marker = uuid.uuid4().hex
-    config = write_host_config(tmp_path / "swayhost.yaml", marker)
+    slow_python = tmp_path / "slow-python"
+    slow_python.write_text(SLOW_PYTHON, encoding="utf-8")
+    slow_python.chmod(0o755)
+    config = tmp_path / "swayhost.yaml"
+    hf = {"python": str(slow_python), "env": {MARKER_ENV: marker}}
+    config.write_text(yaml.safe_dump({"workers": {"hf": hf}}), encoding="utf-8")
     spec_path = tmp_path / "sway.yaml"
     spec = sway_yaml(tiny_model, {"kind": "custom", "entry_point": ENTRY_POINT})
     spec_path.write_text(yaml.safe_dump(spec), encoding="utf-8")
@@ -539,7 +559,8 @@ def test_ctrl_c_while_the_worker_starts_leaves_nothing(
         wait_until(lambda: bool(workers_marked(marker)), timeout=60)  # the start is under way
         assert sway.poll() is None, "sway run ended before the test could interrupt it"
         sway.send_signal(signal.SIGINT)
-        assert sway.wait(30) == 130
+        # well before the worker could have started: nothing waited for it
+        assert sway.wait(SLOW_START_SECONDS / 3) == 130
     finally:
         sway.kill()
     wait_until(lambda: not workers_marked(marker), timeout=10)
