@@ -34,6 +34,7 @@ import numpy as np
 from swayworker import preflight
 from swayworker.errors import BadSpec
 from swayworker.hf.compat import check_dtype_runs
+from swayworker.hf.encoding import batch_encoder
 from swayworker.resident import DEFAULT_MAX_RESIDENT, AdapterOf, ResidentAdapters
 from swayworker.results import RollingLogprob, TokenDist, probe_error
 from swayworker.spec import ModelSpecLike, tokenizer_source
@@ -127,6 +128,7 @@ class _Scorer:
         self.torch = torch
         self.model = model
         self.tokenizer = tokenizer
+        self._encode = batch_encoder(tokenizer)
         self.device = device
         self.pad_token_id = int(tokenizer.pad_token_id)
         self.max_batch = max_batch
@@ -145,11 +147,10 @@ class _Scorer:
         unique = list(dict.fromkeys(texts))
         if not unique:
             return {}
-        rows = self.tokenizer(unique)["input_ids"]
         encoded: dict[str, list[int] | ValueError] = {}
-        for text, row in zip(unique, rows, strict=True):
+        for text, ids in zip(unique, self._encode(unique), strict=True):
             try:
-                encoded[text] = self._within_context([int(i) for i in row])
+                encoded[text] = self._within_context(ids)
             except ValueError as exc:
                 encoded[text] = exc
         return encoded
