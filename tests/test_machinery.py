@@ -264,6 +264,41 @@ def test_concurrent_callers_are_batched_and_each_gets_its_own_answer() -> None:
     assert sorted(sender.unary + [r for b in sender.batches for r in b]) == list(range(12))
 
 
+class _CountingCondition(threading.Condition):
+    """A condition that counts the waits a notify ended (not a timeout)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        super().__init__(lock)
+        self.notified_waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woken = super().wait(timeout)
+        self.notified_waits += woken
+        return woken
+
+
+def test_a_gathering_leader_is_woken_once_per_batch_not_per_arrival() -> None:
+    """Eight callers in lockstep: each batch's leader waits for the other seven, and
+    only the one that fills the batch wakes it (a wake-up per arrival cost the leader
+    seven GIL round trips per batch)."""
+    sender = _Sender(delay=0.001)
+    coalescer = Coalescer(sender.one, sender.many, max_items=8, max_cost=100, window_s=0.5)
+    counting = _CountingCondition(coalescer._lock)
+    coalescer._arrived = counting
+    start = threading.Barrier(8)
+
+    def caller(c: int) -> list[int]:
+        start.wait()
+        return [coalescer.submit(c * 100 + i, 1) for i in range(20)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(caller, range(8)))
+    assert answers == [[(c * 100 + i) * 10 for i in range(20)] for c in range(8)]
+    full = [batch for batch in sender.batches if len(batch) == 8]
+    assert len(full) >= 15, sender.batches  # steady load settles into full batches
+    assert counting.notified_waits <= len(sender.batches)
+
+
 def test_a_batch_stays_within_its_cost_budget() -> None:
     sender = _Sender(delay=0.05)
     coalescer = Coalescer(sender.one, sender.many, max_items=10, max_cost=3, window_s=0.01)
