@@ -532,11 +532,35 @@ os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 """
 
 
+def wait_until_idle(pid: int, quiet_s: float = 1.0, timeout: float = 60.0) -> None:
+    """Until process ``pid`` has used no CPU for ``quiet_s``: it is blocked, waiting."""
+    process = psutil.Process(pid)
+
+    def cpu() -> float:
+        times = process.cpu_times()
+        return float(times.user + times.system)
+
+    deadline = time.monotonic() + timeout
+    last, quiet_since = cpu(), time.monotonic()
+    while time.monotonic() - quiet_since < quiet_s:
+        assert time.monotonic() < deadline, f"process {pid} never went idle"
+        time.sleep(0.1)
+        now = cpu()
+        if now - last > 0.02:
+            last, quiet_since = now, time.monotonic()
+
+
 def test_ctrl_c_while_the_worker_starts_leaves_nothing(
     tiny_model: TinyModel, tmp_path: Path
 ) -> None:
-    """The start runs on a daemon thread: an interrupted ``sway run`` exits at once
-    (130) without waiting for it, and the worker, its host gone, stops itself."""
+    """The start runs on a daemon thread: ``sway run`` interrupted while it waits for
+    the worker exits at once (130) without waiting for it, and the worker, its host
+    gone, stops itself.
+
+    The interrupt comes once sway has done its own work (imports, seeding) and sits
+    idle in its first call, waiting for the start; if it ever hangs, the test aborts
+    it and shows where each of its threads was (Python's faulthandler).
+    """
     marker = uuid.uuid4().hex
     slow_python = tmp_path / "slow-python"
     slow_python.write_text(SLOW_PYTHON, encoding="utf-8")
@@ -547,20 +571,29 @@ def test_ctrl_c_while_the_worker_starts_leaves_nothing(
     spec_path = tmp_path / "sway.yaml"
     spec = sway_yaml(tiny_model, {"kind": "custom", "entry_point": ENTRY_POINT})
     spec_path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    env = {**_base_env(), CONFIG_ENV: str(config), MARKER_ENV: marker}
-    sway = subprocess.Popen(
-        [str(SWAY), "run", str(spec_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal has it
-    )
+    env = {**_base_env(), CONFIG_ENV: str(config), MARKER_ENV: marker, "PYTHONFAULTHANDLER": "1"}
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("wb") as stderr:
+        sway = subprocess.Popen(
+            [str(SWAY), "run", str(spec_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal has it
+        )
     try:
         wait_until(lambda: bool(workers_marked(marker)), timeout=60)  # the start is under way
+        wait_until_idle(sway.pid)  # sway's first call waits for it
         assert sway.poll() is None, "sway run ended before the test could interrupt it"
         sway.send_signal(signal.SIGINT)
-        # well before the worker could have started: nothing waited for it
-        assert sway.wait(SLOW_START_SECONDS / 3) == 130
+        try:
+            # well before the worker could have started: nothing waited for it
+            code = sway.wait(SLOW_START_SECONDS / 3)
+        except subprocess.TimeoutExpired:
+            sway.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            sway.wait(10)
+            pytest.fail(f"sway run hung after Ctrl-C:\n{stderr_path.read_text()[-6000:]}")
+        assert code == 130, stderr_path.read_text()[-3000:]
     finally:
         sway.kill()
     wait_until(lambda: not workers_marked(marker), timeout=10)
