@@ -16,14 +16,11 @@ as a build error would).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
 from swayhost.proxy import RemoteBackend
-
-log = logging.getLogger("swayhost")
 
 
 class StartingBackend:

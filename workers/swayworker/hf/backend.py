@@ -320,10 +320,7 @@ class _Scorer:
         vocab = int(log_probs.shape[0])
         k = min(top_k, vocab)
         top = torch.topk(log_probs, k=k)
-        tail_logprob: float | None = None  # k covers the whole vocabulary
-        if k != vocab:
-            tail_mass = float(1.0 - torch.exp(top.values).sum().item())
-            tail_logprob = float(np.log(tail_mass)) if tail_mass > 1e-12 else 0.0
+        tail_logprob = None if k == vocab else _tail_logprob(torch.exp(top.values).sum().item())
         return TokenDist(
             token_ids=top.indices.cpu().numpy().astype(np.int64),
             logprobs=top.values.cpu().numpy().astype(np.float32),
@@ -352,16 +349,12 @@ class _Scorer:
         logprobs = top.values.cpu().numpy().astype(np.float32)
         dists = []
         for row, mass in enumerate(masses):
-            tail_logprob: float | None = None  # k covers the whole vocabulary
-            if k != vocab:
-                tail_mass = float(1.0 - mass)
-                tail_logprob = float(np.log(tail_mass)) if tail_mass > 1e-12 else 0.0
             dists.append(
                 TokenDist(
                     token_ids=token_ids[row].copy(),
                     logprobs=logprobs[row].copy(),
                     vocab_size=vocab,
-                    tail_logprob=tail_logprob,
+                    tail_logprob=None if k == vocab else _tail_logprob(mass),
                 )
             )
         return dists
@@ -424,6 +417,13 @@ def _length_buckets(
         real += length
     if bucket:
         yield bucket
+
+
+def _tail_logprob(top_mass: float) -> float:
+    """sway's log-mass of the tokens outside a top-k whose probabilities sum to
+    ``top_mass`` (None is for a top-k that covers the whole vocabulary)."""
+    tail_mass = float(1.0 - top_mass)
+    return float(np.log(tail_mass)) if tail_mass > 1e-12 else 0.0
 
 
 def _ids(encoded: Encoded, text: str) -> list[int]:
