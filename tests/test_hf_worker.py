@@ -212,3 +212,32 @@ def test_eight_threads_mixing_views_get_sequential_answers(remote: swayhost.Remo
     assert len(results) == 8 * len(jobs)
     for (name, p, c, _), value in results.items():  # type: ignore[misc]
         assert value == expected[(name, p, c)]
+
+
+def _threads_after_batches(backend: swayhost.RemoteBackend) -> tuple[int, int]:
+    """The worker's thread count after one lone call, then after three batches."""
+    import psutil
+
+    worker = psutil.Process(backend.pid)
+    with backend.as_finetuned() as view:
+        view.next_token_dist("warm up the model thread's team", top_k=4)
+        before = worker.num_threads()
+        for round_ in range(3):
+            view.next_token_dist_many([f"{p} {round_}" for p, _ in PROMPTS] * 4, top_k=4)
+    return before, worker.num_threads()
+
+
+def test_the_tokenizer_runs_no_thread_pool_unless_the_user_asks(tiny_model: TinyModel) -> None:
+    """A batch's tokenizing stays on the model thread; ``TOKENIZERS_PARALLELISM`` still rules.
+
+    A fast tokenizer's pool would be one more team of threads on the cores
+    torch's team spins on (swayworker.hf.__main__.TOKENIZER_THREADS_ENV).
+    """
+    spec = _spec(tiny_model)
+    with swayhost.build(spec) as default:
+        before, after = _threads_after_batches(default)
+    assert after == before
+    asked = swayhost.WorkerOptions(env={"TOKENIZERS_PARALLELISM": "true"})
+    with swayhost.build(spec, worker=asked) as pooled:
+        _, pooled_after = _threads_after_batches(pooled)
+    assert pooled_after > after  # the pool's threads (started by the lone call already)

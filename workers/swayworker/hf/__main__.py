@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 from swayplugin.v1 import backend_pb2 as pb
@@ -11,6 +12,17 @@ from swayworker import spec as worker_spec
 from swayworker.custom import spec_validation_error
 from swayworker.resident import resident_limit
 from swayworker.server import serve
+
+TOKENIZER_THREADS_ENV = "TOKENIZERS_PARALLELISM"
+"""Whether a fast tokenizer's ``encode_batch`` runs on its own thread pool (Rust's rayon).
+
+The worker sets it to ``false`` unless the user set it. The pool is a second
+set of threads, one per core, beside torch's intra-op team, which spin-waits
+on those same cores after each forward pass. Eight short prompts take about
+0.15 ms to tokenize on one thread, and waking the pool costs more than it
+saves. With the pool, a batch of 8 on the tiny model took 10-13% longer
+(paired runs, two workers alternating; docs/performance.md).
+"""
 
 
 def load_hf(msg: pb.ModelSpec) -> Any:
@@ -21,6 +33,7 @@ def load_hf(msg: pb.ModelSpec) -> Any:
             "hf backend requires an adapter path (set `adapter:` on the ft model)"
         )
     worker_spec.check_model_files(msg.base, adapter)
+    os.environ.setdefault(TOKENIZER_THREADS_ENV, "false")
     from swayworker.hf.backend import HFDifferentialBackend
     from swayworker.hf.compat import explain
 
