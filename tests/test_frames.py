@@ -142,3 +142,53 @@ def test_hf_results_over_frames_equal_grpc_bit_for_bit(
         assert a.logprob_of("The river", " ran") == b.logprob_of("The river", " ran")
     with framed.as_null_adapter(3) as a, plain.as_null_adapter(3) as b:
         assert same_result(a.rolling_logprob(texts[1]), b.rolling_logprob(texts[1]))
+
+
+def test_a_host_hanging_up_mid_call_leaves_the_framed_path_serving(tmp_path: Path) -> None:
+    """Replies are written from the model thread; a connection gone before its reply costs nothing.
+
+    One client sends a call and hangs up at once, while the model thread is
+    still busy; eight others then score over their own connections and all
+    get their answers, in order, from the one model thread.
+    """
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from swayplugin.v1 import backend_pb2 as pb
+    from swayworker.codec import LogprobOf, Request, ViewKey, request_to_proto
+    from swayworker.frames import FramesServer, read_frame, write_frame
+    from swayworker.servicer import BackendServicer
+
+    from tests.test_model_thread import _ThreadLog
+
+    backend = _ThreadLog()
+    servicer = BackendServicer(
+        backend=backend, loader=None, worker_kind="t", on_shutdown=lambda: None
+    )
+    server = FramesServer(
+        tmp_path / "frames.sock", servicer.score, servicer.score_batch, servicer.run_framed
+    )
+    call = pb.FrameCall(score=request_to_proto(Request(ViewKey.ft(), LogprobOf("a", " b"))))
+    gate = threading.Event()
+    servicer.run_framed(lambda: gate.wait(10))  # hold the model thread
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.connect(str(server.path))
+        write_frame(gone, call.SerializeToString())
+    gate.set()
+
+    def client(_: int) -> list[float]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(server.path))
+            answers = []
+            for _ in range(10):
+                write_frame(sock, call.SerializeToString())
+                answers.append(pb.FrameReply.FromString(read_frame(sock)).score.logprob)
+            return answers
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(client, range(8)))
+    server.close()
+    servicer.close()
+    assert results == [[-1.0] * 10] * 8
+    assert len(backend.threads) == 1

@@ -137,3 +137,48 @@ def test_a_real_worker_runs_the_model_on_one_thread_under_concurrent_callers() -
     # Each answer is minus the number of threads that had run the backend's code.
     assert set(answers) == {-1.0}
     assert set(many) == {-1.0}
+
+
+def test_a_submitted_job_runs_in_turn_on_the_model_thread_without_a_waiting_caller(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = ModelThread()
+    gate = threading.Event()
+    ran: list[tuple[str, int]] = []
+    model.submit(lambda: gate.wait(10))
+    model.submit(lambda: ran.append(("first", threading.get_ident())))
+    model.submit(lambda: 1 // 0)  # logged: nobody waits for it
+    model.submit(lambda: ran.append(("second", threading.get_ident())))
+    assert ran == []  # submit returned while the thread was still held by the first job
+    gate.set()
+    assert model.call(threading.get_ident) == ran[0][1] == ran[1][1]
+    assert [name for name, _ in ran] == ["first", "second"]
+    assert "a job submitted to the model thread failed" in caplog.text
+    model.stop()
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_a_framed_call_is_queued_whole_on_the_model_thread_for_a_serialised_backend(
+    concurrent: bool,
+) -> None:
+    """``run_framed``: one hand-off for a serialised backend, none for a concurrent one."""
+    servicer = BackendServicer(
+        backend=_ThreadLog(concurrent=concurrent),
+        loader=None,
+        worker_kind="t",
+        on_shutdown=lambda: None,
+    )
+    model_thread = servicer._model.call(threading.get_ident)
+    gate = threading.Event()
+    if concurrent:
+        gate.set()
+    ran_on: list[int] = []
+    servicer.run_framed(lambda: (gate.wait(10), ran_on.append(threading.get_ident())))
+    if concurrent:
+        assert ran_on == [threading.get_ident()]
+    else:
+        assert ran_on == []  # queued: the connection's thread goes back to reading
+        gate.set()
+        servicer._model.call(lambda: None)
+        assert ran_on == [model_thread]
+    servicer.close()

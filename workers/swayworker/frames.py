@@ -15,6 +15,13 @@ Framing: a 4-byte little-endian length, then the message. One connection
 carries one call at a time, answered in order; the host opens a connection per
 call in flight, and each connection has a thread here, so concurrency is the
 host's to choose, as with gRPC.
+
+A connection's thread only reads calls. It hands each one, reply included, to
+``dispatch``, which for a serialised backend queues it whole on the model
+thread: the reply is written from there, so a call crosses between threads
+once (connection thread to model thread), where waiting for a result and
+passing it back would cross twice, and each crossing is a wake-up and a
+trip through the GIL (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from swayplugin.v1 import backend_pb2 as pb
@@ -72,15 +80,20 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
 
 ScoreFn = Callable[[pb.ScoreRequest], pb.ScoreResponse]
 ScoreBatchFn = Callable[[pb.ScoreBatchRequest], pb.ScoreBatchResponse]
+DispatchFn = Callable[[Callable[[], None]], None]
+"""Runs a job now or queues it (``BackendServicer.run_framed``); it returns without a result."""
 
 
 class FramesServer:
     """Accepts framed connections on ``path`` and answers each call with the servicer's logic."""
 
-    def __init__(self, path: Path, score: ScoreFn, score_batch: ScoreBatchFn) -> None:
+    def __init__(
+        self, path: Path, score: ScoreFn, score_batch: ScoreBatchFn, dispatch: DispatchFn
+    ) -> None:
         self.path = path
         self._score = score
         self._score_batch = score_batch
+        self._dispatch = dispatch
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))
         os.chmod(path, 0o600)
@@ -106,7 +119,9 @@ class FramesServer:
             ).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
+        replied = threading.Event()
+        replied.set()
+        try:
             while True:
                 try:
                     call = pb.FrameCall.FromString(read_frame(conn))
@@ -115,10 +130,23 @@ class FramesServer:
                 except Exception as exc:  # not a FrameCall: say so, then hang up
                     log.warning("frames: unreadable call (%s); closing the connection", exc)
                     return
-                try:
-                    write_frame(conn, self.answer(call).SerializeToString())
-                except OSError:
-                    return
+                replied = threading.Event()
+                self._dispatch(partial(self._reply, conn, call, replied))
+        finally:
+            replied.wait()  # a reply still queued is written (or fails) before the socket closes
+            conn.close()
+
+    def _reply(self, conn: socket.socket, call: pb.FrameCall, replied: threading.Event) -> None:
+        """Answer ``call`` and write the reply; a host that hung up is seen by the reading side."""
+        try:
+            write_frame(conn, self.answer(call).SerializeToString())
+        except Exception as exc:  # no reply can follow: hang up, waking this connection's reader
+            if not isinstance(exc, OSError):  # OSError: the host hung up first
+                log.warning("frames: could not send a reply (%s); closing the connection", exc)
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        finally:
+            replied.set()
 
     def answer(self, call: pb.FrameCall) -> pb.FrameReply:
         """The reply to one call: its result, or the error gRPC would have carried."""

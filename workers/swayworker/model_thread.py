@@ -23,15 +23,19 @@ decided.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
+log = logging.getLogger("swayworker")
+
 T = TypeVar("T")
 
-_Job = tuple[Callable[[], object], "Future[object]"]
+_Job = tuple[Callable[[], object], "Future[object] | None"]
+"""A job and the future its caller waits on (None: nobody waits, see ``submit``)."""
 
 
 class ModelThread:
@@ -54,6 +58,15 @@ class ModelThread:
         self._jobs.put((fn, done))
         return done.result()  # type: ignore[return-value]
 
+    def submit(self, fn: Callable[[], object]) -> None:
+        """Queue ``fn`` behind the jobs already queued and return at once.
+
+        For work that delivers its own result (the framed path writes its
+        reply to the socket from here), so no thread waits to pass it on. An
+        exception ``fn`` lets out is logged: it has no caller to reach.
+        """
+        self._jobs.put((fn, None))
+
     def stop(self) -> None:
         """Let the thread finish the jobs queued so far, then end."""
         self._jobs.put(None)
@@ -61,6 +74,12 @@ class ModelThread:
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
             fn, done = job
+            if done is None:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("a job submitted to the model thread failed")
+                continue
             if not done.set_running_or_notify_cancel():
                 continue
             try:

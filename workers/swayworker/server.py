@@ -224,7 +224,9 @@ class UnixListener:
 
     def frames(self, servicer: BackendServicer) -> FramesServer:
         """The framed path's socket, beside the gRPC one in the private folder."""
-        return FramesServer(self._folder / "frames.sock", servicer.score, servicer.score_batch)
+        return FramesServer(
+            self._folder / "frames.sock", servicer.score, servicer.score_batch, servicer.run_framed
+        )
 
     def close(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)

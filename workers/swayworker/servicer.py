@@ -323,6 +323,21 @@ class BackendServicer(pb_grpc.DifferentialBackendServicer):
                 log.exception("backend close() failed")
         self._backend = None
 
+    def run_framed(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (a framed call answered, its reply written) where its work belongs.
+
+        For a serialised backend, or before any is loaded, the whole job is
+        queued on the model thread and this returns at once: the call then
+        crosses between threads once, and its decoding and encoding run on
+        the thread that runs the model anyway (inside, ``_serial`` runs at
+        once). A backend safe for concurrent views runs it here.
+        """
+        backend = self._backend
+        if backend is not None and _concurrent(backend):
+            job()
+        else:
+            self._model.submit(job)
+
     def _serial(self, backend: Any, work: Callable[[], T]) -> T:
         """Run ``work`` on the model thread, or here if ``backend`` allows concurrent views."""
         if _concurrent(backend):
