@@ -70,7 +70,7 @@ class BenchConfig:
                 sweep_block=4,
                 cache_calls=16,
                 startup_reps=3,
-                sway_run_rounds=2,
+                sway_run_rounds=3,
             ),
         }
     )
