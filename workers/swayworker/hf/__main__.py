@@ -20,7 +20,7 @@ The worker sets it to ``false`` unless the user set it. The pool is a second
 set of threads, one per core, beside torch's intra-op team, which spin-waits
 on those same cores after each forward pass. Eight short prompts take about
 0.15 ms to tokenize on one thread, and waking the pool costs more than it
-saves. With the pool, a batch of 8 on the tiny model took 10-13% longer
+saves: without it a batch of 8 on the tiny model took 0.84-0.90x the time
 (paired runs, two workers alternating; docs/performance.md).
 """
 
