@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -21,10 +24,15 @@ import swayhost
 from dlm_sway.core.errors import ProbeError
 from swayhost import ModelSpec, WorkerOptions
 from swayhost.policy import RecoveryPolicy
+from swayplugin.v1 import backend_pb2 as pb
+from swayworker.codec import LogprobOf, Request, ViewKey, request_to_proto
+from swayworker.frames import FramesServer, read_frame, write_frame
 from swayworker.hf.tiny import TinyModel
 from swayworker.protocol import FRAMES_ENV, Handshake, HandshakeError, parse_handshake
+from swayworker.servicer import BackendServicer
 
 from tests.helpers import FAST_RECOVERY, same_result
+from tests.test_model_thread import _ThreadLog
 
 GRPC_ONLY = {FRAMES_ENV: "0"}
 
@@ -151,17 +159,6 @@ def test_a_host_hanging_up_mid_call_leaves_the_framed_path_serving(tmp_path: Pat
     still busy; eight others then score over their own connections and all
     get their answers, in order, from the one model thread.
     """
-    import socket
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from swayplugin.v1 import backend_pb2 as pb
-    from swayworker.codec import LogprobOf, Request, ViewKey, request_to_proto
-    from swayworker.frames import FramesServer, read_frame, write_frame
-    from swayworker.servicer import BackendServicer
-
-    from tests.test_model_thread import _ThreadLog
-
     backend = _ThreadLog()
     servicer = BackendServicer(
         backend=backend, loader=None, worker_kind="t", on_shutdown=lambda: None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import swayhost
 from dlm_sway.backends.hf import HuggingFaceDifferentialBackend
@@ -216,8 +217,6 @@ def test_eight_threads_mixing_views_get_sequential_answers(remote: swayhost.Remo
 
 def _threads_after_batches(backend: swayhost.RemoteBackend) -> tuple[int, int]:
     """The worker's thread count after one lone call, then after three batches."""
-    import psutil
-
     worker = psutil.Process(backend.pid)
     with backend.as_finetuned() as view:
         view.next_token_dist("warm up the model thread's team", top_k=4)
