@@ -21,7 +21,13 @@ PAIRS = [
     ("The lighthouse keeper of Quillon Bay", " counts seventeen gulls"),
     ("The river", " ran slowly past the old mill"),
 ]
-TEXTS = ["At night the lights in the windows went out one by one.", "a"]
+TEXTS = [
+    "At night the lights in the windows went out one by one.",
+    "a",
+    "The town was quiet.",
+    "warm bread",
+]
+"""Mixed lengths: batched, the short ones share a row beside the long one (packing)."""
 PROMPTS = ["The baker sold", "In the town there was"]
 TOP_K = 12
 GEN_PROMPT = "The lighthouse keeper"

@@ -2,8 +2,9 @@
 
 ``_length_buckets`` is pure and tested as such; the integration test runs a
 batch of widely mixed lengths (so it spans several buckets, left-padded with
-``logits_to_keep`` for ``logprob_of`` and next-token jobs, right-padded for
-rolling ones) and checks every item against the same view's unary call.
+``logits_to_keep`` for ``logprob_of`` and next-token jobs; rolling ones are
+packed, ``tests/test_hf_packing.py``) and checks every item against the same
+view's unary call.
 """
 
 from __future__ import annotations

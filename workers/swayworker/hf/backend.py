@@ -8,8 +8,10 @@ same preflight verdicts and the same errors. It is its own code, though, and
 adds what the out-of-process worker needs:
 
 * batched view methods (``logprob_of_many`` and friends) that score many
-  inputs in padded forward passes, sorted by length to waste little padding,
-  returning one result or exception object per input;
+  inputs in padded forward passes, sorted by length to waste little padding
+  (rolling ones packed several to a row where the model allows it,
+  ``swayworker.hf.packing``), returning one result or exception object per
+  input;
 * the model facts the worker advertises (vocab size, device, dtype, limits,
   framework versions).
 
@@ -23,6 +25,7 @@ module import, so the worker SDK can import this module cheaply.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from swayworker import preflight
 from swayworker.errors import BadSpec
 from swayworker.hf.compat import check_dtype_runs
 from swayworker.hf.encoding import batch_encoder
+from swayworker.hf.packing import pack_rows, packed_inputs
 from swayworker.resident import DEFAULT_MAX_RESIDENT, AdapterOf, ResidentAdapters
 from swayworker.results import RollingLogprob, TokenDist, probe_error
 from swayworker.spec import ModelSpecLike, tokenizer_source
@@ -43,7 +47,14 @@ from swayworker.views import AdapterViews, ScorerView, ViewSlot
 R = TypeVar("R")
 X = TypeVar("X")
 
+logger = logging.getLogger(__name__)
+
 HF_INSTALL_HINT = "pip install 'sway-plugin-host[hf]' (torch, transformers, peft)"
+
+PACKING_TOLERANCE = 1e-4
+"""How far (relative and absolute) a packed pass's fp32 logits may sit from the padded
+pass's before packing is judged unsafe for a model: reduction order moves them by
+about 1e-6; a sequence seeing another's tokens moves them by orders of magnitude more."""
 
 HF_MAX_BATCH = 64
 """The HF backend's own batch limit: a padded forward pass grows with the longest
@@ -136,6 +147,8 @@ class _Scorer:
         self.pad_token_id = int(tokenizer.pad_token_id)
         self.max_batch = max_batch
         self.max_tokens = max_tokens
+        self._packs: bool | None = None
+        """Whether packed passes match padded ones on this model (None: not yet tried)."""
 
     def encode_many(self, texts: Iterable[str]) -> Encoded:
         """Token ids of every text, in one tokenizer call for a batch.
@@ -194,7 +207,7 @@ class _Scorer:
         # Longest first (as lm-eval does): similar lengths share a chunk, and
         # an out-of-memory chunk shows up at once rather than at the end.
         jobs.sort(key=lambda item: len(item[1].ids), reverse=True)
-        for chunk in _length_buckets(jobs, self.max_batch):
+        for chunk in self._chunks(jobs):
             outcomes = self._run_chunk([job for _, job in chunk])
             for (index, _), outcome in zip(chunk, outcomes, strict=True):
                 results[index] = outcome
@@ -203,22 +216,103 @@ class _Scorer:
     def _run_chunk(self, jobs: list[_Job[R]]) -> list[R | BaseException]:
         # Jobs of one operation all have a tail (next-token, logprob_of) or none (rolling).
         tail = max(job.tail for job in jobs) if all(job.tail for job in jobs) else 0
-        logits = self._forward([job.ids for job in jobs], tail=tail)
+        batch = [job.ids for job in jobs]
+        if not tail and len(jobs) > 1 and self._packs and self._packable(batch):
+            return _finish_each(jobs, self._forward_packed(batch))
+        logits = self._forward(batch, tail=tail)
         top_k = jobs[0].top_k
         if len(jobs) > 1 and top_k and all(job.top_k == top_k for job in jobs):
             return self._finish_next_tokens(logits[:, -1, :], top_k)
         width = int(logits.shape[1])
-        outcomes: list[R | BaseException] = []
-        for row, job in enumerate(jobs):
-            if job.tail:  # every row ends at the last column (left padding, or none)
-                part = logits[row : row + 1, width - job.tail :]
-            else:  # right padding cut away
-                part = logits[row : row + 1, : len(job.ids)]
-            try:
-                outcomes.append(job.finish(part))
-            except Exception as exc:
-                outcomes.append(exc)
-        return outcomes
+        if tail:  # every row ends at the last column (left padding, or none)
+            parts = [logits[row : row + 1, width - job.tail :] for row, job in enumerate(jobs)]
+        else:  # right padding cut away
+            parts = [logits[row : row + 1, : len(ids)] for row, ids in enumerate(batch)]
+        return _finish_each(jobs, parts)
+
+    def _chunks(self, jobs: list[tuple[int, _Job[R]]]) -> Iterator[list[tuple[int, _Job[R]]]]:
+        """Forward passes for ``jobs`` (sorted longest first).
+
+        Jobs that read every position are packed where this model allows it
+        (``swayworker.hf.packing``), and packing wants mixed lengths in a
+        pass, so they are cut by ``max_batch`` alone; everything else goes by
+        length bucket, so that little of a padded pass is padding.
+        """
+        if any(job.tail for _, job in jobs) or not self._may_pack():
+            yield from _length_buckets(jobs, self.max_batch)
+            return
+        for start in range(0, len(jobs), self.max_batch):
+            chunk = jobs[start : start + self.max_batch]
+            batch = [job.ids for _, job in chunk]
+            if self._packable(batch) and self._packing_checked(batch):
+                yield chunk
+            else:
+                yield from _length_buckets(chunk, self.max_batch)
+
+    def _may_pack(self) -> bool:
+        """Not found unsafe on this model, and in fp32: where the packing check can
+        tell a reduction-order difference from a mask the model ignored."""
+        return self._packs is not False and self.model.dtype == self.torch.float32
+
+    def _packable(self, batch: list[list[int]]) -> bool:
+        """Packing ``batch`` saves a row, and no row is wider than a sliding window.
+
+        A custom mask replaces the model's own, window included, so tokens of
+        a row wider than the window would see too far back.
+        """
+        window = getattr(self.model.config, "sliding_window", None)
+        if isinstance(window, int) and max(len(ids) for ids in batch) > window:
+            return False
+        return len(pack_rows([len(ids) for ids in batch])) < len(batch)
+
+    def _packing_checked(self, batch: list[list[int]]) -> bool:
+        """Whether packing is safe on this model, checked once, on a probe from ``batch``.
+
+        The probe is the longest sequence and the shortest ones that fit
+        together in one row as wide: packed, two rows, one of them shared;
+        padded, one row each. A model that ignores a custom 4D mask or
+        explicit position ids (ALiBi, positions counted from a 2D mask) lets
+        the shared row's sequences see each other, and its logits move far
+        beyond the 1e-6 that reduction order explains; such a model, or one
+        whose forward rejects the mask, keeps padding for good.
+        """
+        if self._packs is None:
+            width, shortest = len(batch[0]), []
+            for ids in reversed(batch[1:]):
+                if sum(map(len, shortest)) + len(ids) > width:
+                    break
+                shortest.append(ids)
+            probe = [batch[0], *shortest]
+            logits = self._forward(probe, tail=0)
+            padded = [logits[row : row + 1, : len(ids)] for row, ids in enumerate(probe)]
+            self._packs = self._packed_matches(probe, padded)
+        return self._packs
+
+    def _forward_packed(self, batch: list[list[int]]) -> list[Any]:
+        """Each sequence's logits ``(1, len, V)`` from one packed pass."""
+        packed = packed_inputs(batch, self.pad_token_id, self.torch, self.model.dtype, self.device)
+        with self.torch.inference_mode():
+            logits = self.model(
+                input_ids=packed.input_ids,
+                attention_mask=packed.attention_mask,
+                position_ids=packed.position_ids,
+                use_cache=False,
+            ).logits
+        return [logits[span.row : span.row + 1, span.start : span.end] for span in packed.spans]
+
+    def _packed_matches(self, batch: list[list[int]], padded: list[Any]) -> bool:
+        try:
+            packed = self._forward_packed(batch)
+        except Exception as exc:
+            logger.info("sequence packing is off for this model: its forward failed (%s)", exc)
+            return False
+        matches = all(
+            self.torch.allclose(p, q, rtol=PACKING_TOLERANCE, atol=PACKING_TOLERANCE)
+            for p, q in zip(packed, padded, strict=True)
+        )
+        if not matches:
+            logger.info("sequence packing is off for this model: packed logits differ from padded")
+        return matches
 
     def _forward(self, batch: list[list[int]], *, tail: int) -> Any:
         """Logits ``(B, T, V)`` for ``batch``; ``T`` is ``tail`` for a batch of several.
@@ -432,6 +526,17 @@ def _ids(encoded: Encoded, text: str) -> list[int]:
     if isinstance(ids, ValueError):
         raise ids
     return ids
+
+
+def _finish_each(jobs: list[_Job[R]], parts: list[Any]) -> list[R | BaseException]:
+    """Each job's ``finish`` on its own logits; a failure becomes that job's outcome."""
+    outcomes: list[R | BaseException] = []
+    for job, part in zip(jobs, parts, strict=True):
+        try:
+            outcomes.append(job.finish(part))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def _single(outcomes: list[R | BaseException]) -> R:
