@@ -136,8 +136,11 @@ def test_a_model_whose_packed_pass_differs_keeps_padding(
     assert "sequence packing is off for this model" in caplog.text
 
 
-def test_rows_wider_than_a_sliding_window_are_not_packed(backend: HFDifferentialBackend) -> None:
-    backend._model.config.sliding_window = 4  # a custom mask would drop the model's window
+@pytest.mark.parametrize("field", ["sliding_window", "attention_chunk_size"])
+def test_rows_wider_than_a_local_attention_span_are_not_packed(
+    backend: HFDifferentialBackend, field: str
+) -> None:
+    setattr(backend._model.config, field, 4)  # a custom mask would drop the model's own span
     rows = _rows_per_pass(backend)
     with backend.as_finetuned() as view:
         results = view.rolling_logprob_many(MIXED)

@@ -56,6 +56,9 @@ PACKING_TOLERANCE = 1e-4
 pass's before packing is judged unsafe for a model: reduction order moves them by
 about 1e-6; a sequence seeing another's tokens moves them by orders of magnitude more."""
 
+LOCAL_ATTENTION_FIELDS = ("sliding_window", "attention_chunk_size")
+"""Config fields that limit how far back a token attends (Mistral, Gemma-2, Phi-3; Llama 4)."""
+
 HF_MAX_BATCH = 64
 """The HF backend's own batch limit: a padded forward pass grows with the longest
 prompt, so it stays below the generic ``capabilities.DEFAULT_MAX_BATCH``."""
@@ -255,14 +258,18 @@ class _Scorer:
         return self._packs is not False and self.model.dtype == self.torch.float32
 
     def _packable(self, batch: list[list[int]]) -> bool:
-        """Packing ``batch`` saves a row, and no row is wider than a sliding window.
+        """Packing ``batch`` saves a row, and no row is wider than a local-attention span.
 
-        A custom mask replaces the model's own, window included, so tokens of
-        a row wider than the window would see too far back.
+        A custom mask replaces the model's own, sliding window or attention
+        chunk included, so tokens of a row wider than the span would see too
+        far back. A span this code cannot read (not a whole number) rules
+        packing out.
         """
-        window = getattr(self.model.config, "sliding_window", None)
-        if isinstance(window, int) and max(len(ids) for ids in batch) > window:
-            return False
+        width = max(len(ids) for ids in batch)
+        for field in LOCAL_ATTENTION_FIELDS:
+            span = getattr(self.model.config, field, None)
+            if span is not None and not (isinstance(span, int) and width <= span):
+                return False
         return len(pack_rows([len(ids) for ids in batch])) < len(batch)
 
     def _packing_checked(self, batch: list[list[int]]) -> bool:
@@ -277,11 +284,12 @@ class _Scorer:
         whose forward rejects the mask, keeps padding for good.
         """
         if self._packs is None:
-            width, shortest = len(batch[0]), []
+            room, shortest = len(batch[0]), list[list[int]]()
             for ids in reversed(batch[1:]):
-                if sum(map(len, shortest)) + len(ids) > width:
+                if len(ids) > room:
                     break
                 shortest.append(ids)
+                room -= len(ids)
             probe = [batch[0], *shortest]
             logits = self._forward(probe, tail=0)
             padded = [logits[row : row + 1, : len(ids)] for row, ids in enumerate(probe)]

@@ -12,8 +12,9 @@ reduction order inside the kernels differs, as with padding.
 The mask is additive (0 to attend, the dtype's minimum not to), the form that
 both eager and SDPA attention take as it is. Whether a model honours a custom
 mask and explicit position ids is the model's own code, so the backend checks
-its first packed pass against the padded one and packs only if they agree
-(``swayworker.hf.backend``). Nothing here imports torch at module import.
+a packed pass against a padded one once per model, on a probe from its first
+packable batch, and packs only if they agree (``swayworker.hf.backend``).
+Nothing here imports torch at module import.
 """
 
 from __future__ import annotations
