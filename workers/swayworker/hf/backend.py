@@ -210,31 +210,33 @@ class _Scorer:
         # Longest first (as lm-eval does): similar lengths share a chunk, and
         # an out-of-memory chunk shows up at once rather than at the end.
         jobs.sort(key=lambda item: len(item[1].ids), reverse=True)
-        for chunk in self._chunks(jobs):
-            outcomes = self._run_chunk([job for _, job in chunk])
+        for chunk, packed in self._chunks(jobs):
+            outcomes = self._run_chunk([job for _, job in chunk], packed=packed)
             for (index, _), outcome in zip(chunk, outcomes, strict=True):
                 results[index] = outcome
         return [results[index] for index in range(len(inputs))]
 
-    def _run_chunk(self, jobs: list[_Job[R]]) -> list[R | BaseException]:
+    def _run_chunk(self, jobs: list[_Job[R]], *, packed: bool) -> list[R | BaseException]:
+        batch = [job.ids for job in jobs]
+        if packed:
+            return _finish_each(jobs, self._forward_packed(batch))
         # Jobs of one operation all have a tail (next-token, logprob_of) or none (rolling).
         tail = max(job.tail for job in jobs) if all(job.tail for job in jobs) else 0
-        batch = [job.ids for job in jobs]
-        if not tail and len(jobs) > 1 and self._packs and self._packable(batch):
-            return _finish_each(jobs, self._forward_packed(batch))
+        if not tail:
+            return _finish_each(jobs, self._forward_padded(batch))
         logits = self._forward(batch, tail=tail)
         top_k = jobs[0].top_k
         if len(jobs) > 1 and top_k and all(job.top_k == top_k for job in jobs):
             return self._finish_next_tokens(logits[:, -1, :], top_k)
-        width = int(logits.shape[1])
-        if tail:  # every row ends at the last column (left padding, or none)
-            parts = [logits[row : row + 1, width - job.tail :] for row, job in enumerate(jobs)]
-        else:  # right padding cut away
-            parts = [logits[row : row + 1, : len(ids)] for row, ids in enumerate(batch)]
-        return _finish_each(jobs, parts)
+        width = int(logits.shape[1])  # every row ends at the last column (left padding, or none)
+        return _finish_each(
+            jobs, [logits[row : row + 1, width - job.tail :] for row, job in enumerate(jobs)]
+        )
 
-    def _chunks(self, jobs: list[tuple[int, _Job[R]]]) -> Iterator[list[tuple[int, _Job[R]]]]:
-        """Forward passes for ``jobs`` (sorted longest first).
+    def _chunks(
+        self, jobs: list[tuple[int, _Job[R]]]
+    ) -> Iterator[tuple[list[tuple[int, _Job[R]]], bool]]:
+        """Forward passes for ``jobs`` (sorted longest first), each with whether it is packed.
 
         Jobs that read every position are packed where this model allows it
         (``swayworker.hf.packing``), and packing wants mixed lengths in a
@@ -242,15 +244,17 @@ class _Scorer:
         length bucket, so that little of a padded pass is padding.
         """
         if any(job.tail for _, job in jobs) or not self._may_pack():
-            yield from _length_buckets(jobs, self.max_batch)
+            for bucket in _length_buckets(jobs, self.max_batch):
+                yield bucket, False
             return
         for start in range(0, len(jobs), self.max_batch):
             chunk = jobs[start : start + self.max_batch]
             batch = [job.ids for _, job in chunk]
             if self._packable(batch) and self._packing_checked(batch):
-                yield chunk
+                yield chunk, True
             else:
-                yield from _length_buckets(chunk, self.max_batch)
+                for bucket in _length_buckets(chunk, self.max_batch):
+                    yield bucket, False
 
     def _may_pack(self) -> bool:
         """Not found unsafe on this model, and in fp32: where the packing check can
@@ -291,10 +295,13 @@ class _Scorer:
                 shortest.append(ids)
                 room -= len(ids)
             probe = [batch[0], *shortest]
-            logits = self._forward(probe, tail=0)
-            padded = [logits[row : row + 1, : len(ids)] for row, ids in enumerate(probe)]
-            self._packs = self._packed_matches(probe, padded)
+            self._packs = self._packed_matches(probe, self._forward_padded(probe))
         return self._packs
+
+    def _forward_padded(self, batch: list[list[int]]) -> list[Any]:
+        """Each sequence's logits ``(1, len, V)`` from one pass padded on the right."""
+        logits = self._forward(batch, tail=0)
+        return [logits[row : row + 1, : len(ids)] for row, ids in enumerate(batch)]
 
     def _forward_packed(self, batch: list[list[int]]) -> list[Any]:
         """Each sequence's logits ``(1, len, V)`` from one packed pass."""
